@@ -54,6 +54,9 @@ class BodySizeLimit:
         payload = json.dumps(
             {"error": reason, "detail": [{"loc": ["body"], "msg": reason, "type": "too_large"}]}
         ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
         None, description="Label set file: JSON, or text with one `name[: description]` a line."
     )
     label_template: str = Field(
-        DEFAULT_TEMPLATE, description="Text embedded to seed the head for labels without a description."
+        DEFAULT_TEMPLATE,
+        description="Text embedded to seed the head for labels without a description.",
     )
     data_dir: Path = Field(Path("livetune-data"), description="Where feedback and adapters live.")
     max_texts_per_request: int = Field(64, ge=1, le=10_000, description="Texts per /predict call.")
@@ -51,7 +52,9 @@ class Settings(BaseSettings):
         "auto", description="auto = bf16 where supported (CPU batches >= 8, CUDA), else fp32."
     )
     workers: int = Field(1, ge=1, le=64, description="BentoML worker processes for the API.")
-    threads: int = Field(0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers.")
+    threads: int = Field(
+        0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
+    )
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment (and overrides), or a SettingsError naming each bad variable."""
+    """Settings from the environment (and overrides); a SettingsError names each bad variable."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -42,8 +42,11 @@ def resolve_base_model(name: str | None) -> tuple[str, bool]:
 
 def load_encoder(name: str | None):
     """(encoder, tokenizer) for a base model; local folders never touch the network."""
+    import transformers
     from transformers import AutoModel, AutoTokenizer
 
+    transformers.logging.set_verbosity_error()  # the load report lists the unused pooler
+    transformers.logging.disable_progress_bar()
     source, local = resolve_base_model(name)
     log.info("loading base model %s", source)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)

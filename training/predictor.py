@@ -7,8 +7,8 @@ exactly the same numbers.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -48,6 +48,14 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def model_token_limit(model: TextClassifier, tokenizer) -> int:
+    """The longest input the encoder accepts, from its tokenizer or its position table."""
+    limits = [getattr(model.encoder.config, "max_position_embeddings", None)]
+    if getattr(tokenizer, "model_max_length", 0) < 1_000_000:  # unset = a huge sentinel
+        limits.append(tokenizer.model_max_length)
+    return min(limit for limit in limits if limit) if any(limits) else 512
+
+
 class Predictor:
     """Scores texts against the label set with a TextClassifier."""
 
@@ -67,7 +75,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
-        self.max_tokens = max_tokens
+        self.max_tokens = min(max_tokens, model_token_limit(model, tokenizer))
         self.batch_size = batch_size
         self.top_k = min(top_k, len(self.labels))
         self.dtype = autocast_dtype(self.device, precision)

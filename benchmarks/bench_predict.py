@@ -1,0 +1,737 @@
+"""Prediction benchmark: the real BentoML service against the bare model, as ratios.
+
+One run prints every figure next to its baseline:
+
+1. raw model throughput, `Predictor.predict` in-process, over several batch sizes;
+   bf16 autocast ("auto") against fp32 at the best one, with top-1 agreement;
+2. the service (`bentoml serve service.service:Livetune`, started here as a
+   subprocess) over HTTP, one text per request so that adaptive batching does the
+   grouping: throughput and p50/p99 latency at several concurrencies;
+3. the naive baseline: one forward per request, no batching (batch size 1 in 1.);
+4. ratios: service / raw best (target >= 0.9) and service / naive (target >= 3);
+5. zero-shot accuracy on the Banking77 test set through POST /predict, next to
+   cosine similarity to the bare label names (template "{name}", in-process);
+6. everything to a JSON file (--out) and a markdown table on stdout for the README.
+
+The box this was written for is a shared 2-core machine, so absolute times drift
+from run to run: configurations are measured round-robin and summarised by their
+median, and each phase records how much CPU other processes took meanwhile
+(`others_cpu_share`, 1.0 = every core) so a bad figure can be told from a noisy one.
+The HTTP client runs on the same cores as the server; its share is recorded too.
+
+Data: Banking77, Casanueva et al. 2020, CC-BY-4.0 (train.csv / test.csv with columns
+`text,category`, categories.json with the 77 label names). It is read in place from
+--data and never copied.
+
+Usage, from the repository root:
+    .venv/bin/python benchmarks/bench_predict.py --data /work/shared/data/banking77 [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import gc
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script, not only with -m
+    sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+
+from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
+from training.predictor import Predictor, zero_shot_predictor  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "predict.json"
+SEED = 77
+# The service gives its one worker cores // workers threads: 2 here, so the in-process
+# figures use the same number to be comparable.
+TORCH_THREADS = 2
+BARE_TEMPLATE = "{name}"
+SERVICE_BATCH = 64  # texts per POST in the accuracy pass: the service's default cap
+READY_TIMEOUT_S = 180.0
+TARGET_SERVICE_VS_RAW = 0.9
+TARGET_SERVICE_VS_NAIVE = 3.0
+TARGET_ACCURACY = 0.65
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long each measurement runs; --quick trades precision for a ~2-3 minute run."""
+
+    raw_rounds: int
+    raw_slice_s: float
+    http_rounds: int
+    http_slice_s: float
+    agreement_texts: int
+    accuracy_texts: int | None  # None: the whole test set
+
+
+FULL = Profile(5, 2.0, 3, 5.0, agreement_texts=512, accuracy_texts=None)
+QUICK = Profile(2, 0.75, 2, 2.5, agreement_texts=256, accuracy_texts=300)
+
+
+@dataclass
+class Dataset:
+    labels: list[Label]
+    texts: list[str]  # the test split, shuffled with a fixed seed so any prefix is a sample
+    gold: list[str]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def load_dataset(data_dir: Path) -> Dataset:
+    """Banking77's labels and test split, read where they lie."""
+    labels = load_labels(data_dir / "categories.json")
+    with open(data_dir / "test.csv", newline="", encoding="utf-8") as handle:
+        rows = [(row["text"], row["category"]) for row in csv.DictReader(handle)]
+    unknown = {category for _, category in rows} - {label.name for label in labels}
+    if unknown:
+        raise SystemExit(
+            f"test.csv has categories missing from categories.json: {sorted(unknown)[:5]}"
+        )
+    random.Random(SEED).shuffle(rows)
+    return Dataset(labels, [text for text, _ in rows], [category for _, category in rows])
+
+
+class TextPool:
+    """Endless supply of test texts, so every timed slice sees a mix of lengths."""
+
+    def __init__(self, texts: list[str], start: int = 0):
+        self.texts = texts
+        self.cursor = start
+
+    def take(self, count: int) -> list[str]:
+        out = [self.texts[(self.cursor + i) % len(self.texts)] for i in range(count)]
+        self.cursor += count
+        return out
+
+
+# --- CPU accounting --------------------------------------------------------------------
+
+
+class CpuMeter:
+    """Share of the box's CPU taken by us, the server, and everyone else during a phase."""
+
+    def __init__(self, server_pid: int | None = None):
+        self.server_pid = server_pid
+        self.figures: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._sample()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return
+        total, busy, client, server = (b - a for a, b in zip(self._start, end, strict=True))
+        total_s = total / os.sysconf("SC_CLK_TCK")
+        busy_s = busy / os.sysconf("SC_CLK_TCK")
+        self.figures = {
+            "others_cpu_share": round(max(0.0, busy_s - client - server) / total_s, 3),
+            "client_cpu_share": round(client / total_s, 3),
+        }
+        if self.server_pid:
+            self.figures["server_cpu_share"] = round(server / total_s, 3)
+
+    def _sample(self) -> tuple[float, float, float, float] | None:
+        try:
+            jiffies = [
+                int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+            ]
+        except OSError:  # not Linux: no accounting, the figures just stay empty
+            return None
+        idle = jiffies[3] + jiffies[4]
+        own = os.times()
+        return sum(jiffies), sum(jiffies) - idle, own.user + own.system, self._server_cpu()
+
+    def _server_cpu(self) -> float:
+        if not self.server_pid:
+            return 0.0
+        try:
+            root = psutil.Process(self.server_pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        return sum(_cpu_seconds(process) for process in processes)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
+# --- in-process measurements -----------------------------------------------------------
+
+
+def build_predictor(labels: list[Label], template: str, precision: str) -> Predictor:
+    return zero_shot_predictor(None, labels, template=template, device="cpu", precision=precision)
+
+
+def rate_for(predict: Callable, pool: TextPool, batch: int, seconds: float) -> float:
+    """Texts/s of `predict` on consecutive batches for about `seconds` (at least one call)."""
+    done, start = 0, time.perf_counter()
+    while True:
+        predict(pool.take(batch))
+        done += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def interleaved_medians(configs: dict, rounds: int) -> dict:
+    """Median rate per config, measured round-robin so load bursts hit every config alike."""
+    for run in configs.values():  # warm-up: first calls pay for allocator and kernel setup
+        run(0.3)
+    samples: dict = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, run in configs.items():
+            samples[name].append(run(None))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def at_batch(predictor: Predictor, pool: TextPool, batch: int, slice_s: float) -> Callable:
+    """A timed run of `predictor` where each predict() call is exactly one forward of `batch`."""
+
+    def run(seconds: float | None) -> float:
+        predictor.batch_size = batch
+        return rate_for(predictor.predict, pool, batch, slice_s if seconds is None else seconds)
+
+    return run
+
+
+def sweep_batch_sizes(
+    predictor: Predictor, data: Dataset, sizes: list[int], profile: Profile
+) -> dict:
+    pool = TextPool(data.texts)
+    configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s) for b in sizes}
+    with CpuMeter() as cpu:
+        rates = interleaved_medians(configs, profile.raw_rounds)
+    for b, rate in rates.items():
+        say(f"  raw  batch {b:>4}: {rate:8.1f} texts/s")
+    best = max(rates, key=rates.get)
+    return {
+        "texts_per_s_by_batch_size": {str(b): round(r, 1) for b, r in rates.items()},
+        "best_batch_size": best,
+        "best_texts_per_s": round(rates[best], 1),
+        "precision": "auto",
+        **cpu.figures,
+    }
+
+
+def compare_precisions(
+    auto: Predictor, fp32: Predictor, data: Dataset, batch: int, profile: Profile
+) -> dict:
+    """bf16 autocast vs fp32: throughput at `batch`, and whether the top-1 labels move."""
+    pool = TextPool(data.texts)
+    configs = {
+        name: at_batch(p, pool, batch, profile.raw_slice_s)
+        for name, p in (("auto", auto), ("fp32", fp32))
+    }
+    with CpuMeter() as cpu:
+        rates = interleaved_medians(configs, profile.raw_rounds)
+    texts, gold = data.texts[: profile.agreement_texts], data.gold[: profile.agreement_texts]
+    labels_auto, labels_fp32 = predict_labels(auto, texts), predict_labels(fp32, texts)
+    result = {
+        "batch_size": batch,
+        "auto_dtype": str(auto.dtype).replace("torch.", "") if auto.dtype else "float32",
+        "auto_texts_per_s": round(rates["auto"], 1),
+        "fp32_texts_per_s": round(rates["fp32"], 1),
+        "auto_vs_fp32": round(rates["auto"] / rates["fp32"], 3),
+        "agreement_texts": len(texts),
+        "top1_agreement": round(agreement(labels_auto, labels_fp32), 4),
+        "accuracy_auto": round(agreement(labels_auto, gold), 4),
+        "accuracy_fp32": round(agreement(labels_fp32, gold), 4),
+        **cpu.figures,
+    }
+    say(
+        f"  auto ({result['auto_dtype']}) vs fp32 at batch {batch}: {rates['auto']:.1f} vs "
+        f"{rates['fp32']:.1f} texts/s, top-1 agreement {result['top1_agreement']:.2%}"
+    )
+    return result
+
+
+def predict_labels(predictor: Predictor, texts: list[str], batch: int = SERVICE_BATCH) -> list[str]:
+    predictor.batch_size = batch
+    return [p.label for p in predictor.predict(texts)]
+
+
+def agreement(a: list[str], b: list[str]) -> float:
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def accuracy_set(data: Dataset, profile: Profile) -> tuple[list[str], list[str]]:
+    n = profile.accuracy_texts or len(data.texts)
+    return data.texts[:n], data.gold[:n]
+
+
+def measure_in_process(data: Dataset, sizes: list[int], profile: Profile) -> dict:
+    """Phases 1 and 3, plus the in-process accuracies, all before the server takes the cores."""
+    torch.set_num_threads(TORCH_THREADS)
+    say("in-process (before the server starts)")
+    auto = build_predictor(data.labels, DEFAULT_TEMPLATE, "auto")
+    fp32 = build_predictor(data.labels, DEFAULT_TEMPLATE, "fp32")
+    raw = sweep_batch_sizes(auto, data, sizes, profile)
+    # An unbatched server runs exactly predict([text]) per request: batch size 1 above.
+    naive = {"texts_per_s": raw["texts_per_s_by_batch_size"]["1"], "batch_size": 1}
+    precision = compare_precisions(auto, fp32, data, raw["best_batch_size"], profile)
+    del fp32
+    texts, gold = accuracy_set(data, profile)
+    template_labels = predict_labels(auto, texts)
+    del auto
+    gc.collect()
+    bare_labels = bare_name_labels(data.labels, texts)
+    say(
+        f"  accuracy on {len(texts)} texts: template {agreement(template_labels, gold):.2%}, "
+        f"bare names {agreement(bare_labels, gold):.2%}"
+    )
+    return {
+        "raw": raw,
+        "naive": naive,
+        "precision": precision,
+        "template_labels": template_labels,
+        "bare_labels": bare_labels,
+    }
+
+
+def bare_name_labels(labels: list[Label], texts: list[str]) -> list[str]:
+    bare = build_predictor(labels, BARE_TEMPLATE, "auto")
+    try:
+        return predict_labels(bare, texts)
+    finally:
+        del bare
+        gc.collect()
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(data_dir: Path, state_dir: Path) -> dict[str, str]:
+    # Inherited LIVETUNE_* would make the server differ from the in-process defaults
+    # (and LIVETUNE_LABELS would clash with LIVETUNE_LABELS_FILE).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
+    env.update(
+        LIVETUNE_LABELS_FILE=str(data_dir / "categories.json"),
+        LIVETUNE_DATA_DIR=str(state_dir),
+        BENTOML_DO_NOT_TRACK="true",
+    )
+    return env
+
+
+def start_server(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    bentoml = Path(sys.executable).parent / "bentoml"
+    command = [
+        str(bentoml),
+        "serve",
+        "service.service:Livetune",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+    with open(log_path, "wb") as log:
+        # Own session: the server forks workers, and the whole group must go at the end.
+        return subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> float:
+    """Seconds until GET /readyz answers 200; fails fast if the server dies."""
+    start = time.perf_counter()
+    with httpx.Client(base_url=base_url, timeout=5, trust_env=False) as client:
+        while time.perf_counter() - start < READY_TIMEOUT_S:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_tail(log_path)}")
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return time.perf_counter() - start
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f}s:\n{log_tail(log_path)}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left of it (workers too)."""
+    signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=15)
+    signal_group(proc, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group may be gone already
+        os.killpg(proc.pid, sig)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+@dataclass
+class LoadSlice:
+    texts_per_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def load_slice(
+    client: httpx.AsyncClient, pool: TextPool, concurrency: int, seconds: float
+) -> LoadSlice:
+    """Closed loop: `concurrency` clients, one text per request, for `seconds`.
+
+    Only answers that arrive inside the window count towards throughput, so the
+    drain of the last in-flight requests neither helps nor hurts it.
+    """
+    deadline = time.perf_counter() + seconds
+    result, counted = LoadSlice(0.0), [0]
+
+    async def client_loop() -> None:
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            try:
+                response = await client.post("/predict", json={"texts": pool.take(1)})
+            except httpx.HTTPError:
+                result.errors += 1
+                continue
+            done = time.perf_counter()
+            if response.status_code != 200:
+                result.errors += 1
+                continue
+            result.latencies_ms.append((done - sent) * 1000)
+            counted[0] += done <= deadline
+
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    result.texts_per_s = counted[0] / seconds
+    return result
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None when nothing succeeded."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def summarize_level(concurrency: int, slices: list[LoadSlice]) -> dict:
+    latencies = [ms for s in slices for ms in s.latencies_ms]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    return {
+        "concurrency": concurrency,
+        "texts_per_s": round(statistics.median(s.texts_per_s for s in slices), 1),
+        "p50_ms": round(p50, 1) if p50 is not None else None,
+        "p99_ms": round(p99, 1) if p99 is not None else None,
+        "requests": len(latencies),
+        "errors": sum(s.errors for s in slices),
+    }
+
+
+async def measure_http(
+    base_url: str, data: Dataset, levels: list[int], profile: Profile, server_pid: int
+) -> dict:
+    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=120, trust_env=False
+    ) as client:
+        pool = TextPool(data.texts, start=len(data.texts) // 2)
+        await load_slice(client, pool, max(levels), 2.0)  # warm-up: connections, batch shapes
+        slices: dict[int, list[LoadSlice]] = {c: [] for c in levels}
+        with CpuMeter(server_pid) as cpu:
+            for _ in range(profile.http_rounds):
+                for c in levels:
+                    slices[c].append(await load_slice(client, pool, c, profile.http_slice_s))
+    by_level = [summarize_level(c, slices[c]) for c in levels]
+    for level in by_level:
+        say(
+            f"  http concurrency {level['concurrency']:>3}: {level['texts_per_s']:8.1f} texts/s, "
+            f"p50 {level['p50_ms']} ms, p99 {level['p99_ms']} ms, errors {level['errors']}"
+        )
+    best = max(by_level, key=lambda level: level["texts_per_s"])
+    return {"by_concurrency": by_level, "best": best, **cpu.figures}
+
+
+def service_labels(base_url: str, texts: list[str]) -> list[str]:
+    """Top-1 labels from POST /predict, SERVICE_BATCH texts per request."""
+    labels: list[str] = []
+    with httpx.Client(base_url=base_url, timeout=120, trust_env=False) as client:
+        for start in range(0, len(texts), SERVICE_BATCH):
+            response = client.post("/predict", json={"texts": texts[start : start + SERVICE_BATCH]})
+            response.raise_for_status()
+            labels.extend(item["label"] for item in response.json())
+    return labels
+
+
+def measure_service(
+    data: Dataset, data_dir: Path, levels: list[int], profile: Profile, port: int
+) -> dict:
+    """Phases 2 and 5 against a real `bentoml serve`, always torn down afterwards."""
+    say("service (bentoml serve, one worker)")
+    with tempfile.TemporaryDirectory(prefix="livetune-bench-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        state_dir = Path(tmp) / "data"
+        state_dir.mkdir()
+        port = port or free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        proc = start_server(port, server_env(data_dir, state_dir), log_path)
+        try:
+            ready_s = wait_ready(proc, base_url, log_path)
+            say(f"  ready after {ready_s:.1f}s on port {port}")
+            http = asyncio.run(measure_http(base_url, data, levels, profile, proc.pid))
+            texts, _ = accuracy_set(data, profile)
+            labels = service_labels(base_url, texts)
+        except BaseException:
+            say(f"server log tail:\n{log_tail(log_path)}")
+            raise
+        finally:
+            stop_server(proc)
+    return {"ready_s": round(ready_s, 1), "port": port, **http, "labels": labels}
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def accuracy_figures(data: Dataset, profile: Profile, in_process: dict, service: dict) -> dict:
+    _, gold = accuracy_set(data, profile)
+    return {
+        "texts": len(gold),
+        "full_test_set": len(gold) == len(data.texts),
+        "service": round(agreement(service["labels"], gold), 4),
+        "in_process_template": round(agreement(in_process["template_labels"], gold), 4),
+        "bare_names": round(agreement(in_process["bare_labels"], gold), 4),
+        "service_vs_in_process_agreement": round(
+            agreement(service["labels"], in_process["template_labels"]), 4
+        ),
+        "template": DEFAULT_TEMPLATE,
+        "target_service": TARGET_ACCURACY,
+    }
+
+
+def ratio_figures(raw: dict, naive: dict, service: dict) -> dict:
+    best = service["best"]["texts_per_s"]
+    vs_raw, vs_naive = best / raw["best_texts_per_s"], best / naive["texts_per_s"]
+    return {
+        "service_vs_raw": round(vs_raw, 3),
+        "service_vs_raw_target": TARGET_SERVICE_VS_RAW,
+        "service_vs_raw_met": vs_raw >= TARGET_SERVICE_VS_RAW,
+        "service_vs_naive": round(vs_naive, 3),
+        "service_vs_naive_target": TARGET_SERVICE_VS_NAIVE,
+        "service_vs_naive_met": vs_naive >= TARGET_SERVICE_VS_NAIVE,
+        "raw_best_vs_naive": round(raw["best_texts_per_s"] / naive["texts_per_s"], 3),
+    }
+
+
+def meta(args: argparse.Namespace, data: Dataset) -> dict:
+    return {
+        "script": "benchmarks/bench_predict.py",
+        "quick": args.quick,
+        "data": str(args.data),
+        "dataset": "Banking77, Casanueva et al. 2020, CC-BY-4.0",
+        "labels": len(data.labels),
+        "test_texts": len(data.texts),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": TORCH_THREADS,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f} texts/s"
+
+
+def markdown(results: dict) -> str:
+    raw, naive, prec = results["raw"], results["naive"], results["precision"]
+    ratios, acc, best = results["ratios"], results["accuracy"], results["service"]["best"]
+    c = best["concurrency"]
+    rows = [
+        ("Figure", "Value", "Baseline", "Ratio", "Target"),
+        ("---",) * 5,
+        (
+            f"Raw `Predictor.predict`, best batch ({raw['best_batch_size']})",
+            rate(raw["best_texts_per_s"]),
+            f"naive, 1 text/forward: {rate(naive['texts_per_s'])}",
+            f"{ratios['raw_best_vs_naive']:.2f}x",
+            "",
+        ),
+        (
+            f"{prec['auto_dtype']} autocast at batch {prec['batch_size']}",
+            rate(prec["auto_texts_per_s"]),
+            f"fp32: {rate(prec['fp32_texts_per_s'])}",
+            f"{prec['auto_vs_fp32']:.2f}x",
+            f"top-1 agreement {prec['top1_agreement']:.1%} ({prec['agreement_texts']} texts)",
+        ),
+        (
+            f"Service, 1 text/request, best concurrency ({c})",
+            rate(best["texts_per_s"]),
+            f"raw best: {rate(raw['best_texts_per_s'])}",
+            f"{ratios['service_vs_raw']:.2f}x",
+            f">= {TARGET_SERVICE_VS_RAW:g} {met(ratios['service_vs_raw_met'])}",
+        ),
+        (
+            "Service vs no batching",
+            rate(best["texts_per_s"]),
+            f"naive: {rate(naive['texts_per_s'])}",
+            f"{ratios['service_vs_naive']:.2f}x",
+            f">= {TARGET_SERVICE_VS_NAIVE:g} {met(ratios['service_vs_naive_met'])}",
+        ),
+        (
+            f"Service latency at concurrency {c}",
+            f"p50 {best['p50_ms']} ms, p99 {best['p99_ms']} ms",
+            "",
+            "",
+            "",
+        ),
+        (
+            f"Zero-shot accuracy via /predict ({acc['texts']} test texts)",
+            f"{acc['service']:.1%}",
+            f"bare label names: {acc['bare_names']:.1%}",
+            f"{100 * (acc['service'] - acc['bare_names']):+.1f} pts",
+            f">= {TARGET_ACCURACY:.0%} {met(acc['service'] >= TARGET_ACCURACY)}",
+        ),
+    ]
+    return "\n".join(
+        [*map(table_row, rows), "", *level_table(results["service"]["by_concurrency"])]
+    )
+
+
+def level_table(levels: list[dict]) -> list[str]:
+    rows = [("Concurrency", "texts/s", "p50 ms", "p99 ms", "errors"), ("---",) * 5]
+    for level in levels:
+        rows.append(
+            (
+                level["concurrency"],
+                f"{level['texts_per_s']:,.0f}",
+                level["p50_ms"],
+                level["p99_ms"],
+                level["errors"],
+            )
+        )
+    return [table_row(row) for row in rows]
+
+
+def table_row(cells: tuple) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")  # a crash never leaves half a file
+    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def int_list(value: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return numbers
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="Banking77 folder (read in place)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--quick", action="store_true", help="short slices, 300 test texts: a ~2-3 minute smoke run"
+    )
+    parser.add_argument("--port", type=int, default=0, help="service port (0: a free one)")
+    parser.add_argument(
+        "--concurrency", type=int_list, default=[1, 8, 32, 64], help="e.g. 1,8,32,64"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int_list, default=[1, 8, 32, 64, 128], help="raw sweep"
+    )
+    args = parser.parse_args(argv)
+    args.batch_sizes = sorted(set(args.batch_sizes) | {1})  # batch size 1 is the naive baseline
+    args.data = args.data.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report would drown the figures
+    hf_logging.disable_progress_bar()
+    data = load_dataset(args.data)
+    in_process = measure_in_process(data, args.batch_sizes, profile)
+    service = measure_service(data, args.data, args.concurrency, profile, args.port)
+    results = {
+        "meta": meta(args, data),
+        "raw": in_process["raw"],
+        "naive": in_process["naive"],
+        "precision": in_process["precision"],
+        "service": service,
+    }
+    results["ratios"] = ratio_figures(results["raw"], results["naive"], service)
+    results["accuracy"] = accuracy_figures(data, profile, in_process, service)
+    del service["labels"]
+    write_json(args.out, results)
+    say(f"\nresults: {args.out}\n")
+    say(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

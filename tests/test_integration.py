@@ -1,0 +1,174 @@
+"""The real `bentoml serve` on a free loopback port, called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("LIVETUNE_")
+    }
+    environment.update(
+        BENTOML_DO_NOT_TRACK="true",
+        HF_HUB_OFFLINE="1",
+        LIVETUNE_DATA_DIR=str(tmp_path / "data"),
+        **env,
+    )
+    command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]
+    with open(tmp_path / f"server-{port}.log", "wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(url: str, process: subprocess.Popen, status: int = 200, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server exited early"
+        try:
+            if httpx.get(url, timeout=2).status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} never answered {status}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The quick-start configuration: embedded MiniLM, example labels, two workers."""
+    tmp_path = tmp_path_factory.mktemp("serve")
+    process, base = start_server(
+        tmp_path, LIVETUNE_LABELS_FILE="examples/support_labels.txt", LIVETUNE_WORKERS="2"
+    )
+    try:
+        wait_for(f"{base}/readyz", process)
+        yield base
+    finally:
+        stop_server(process)
+
+
+def readme_curl_commands() -> list[str]:
+    """Every curl command in the README's REST API section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## REST API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    commands = []
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("  #", 1)[0].strip()
+            if command.startswith("curl"):
+                commands.append(command)
+    return commands
+
+
+def test_readme_curl_examples_work_as_documented(server):
+    commands = readme_curl_commands()
+    assert len(commands) >= 4
+    outputs = []
+    for command in commands:
+        command = command.replace("localhost:3000", server.removeprefix("http://"))
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout.strip())
+    predictions = json.loads(outputs[0])
+    assert [p["label"] for p in predictions] == ["lost_card", "exchange_rate"]
+    assert outputs[1:3] == ["200", "200"]
+    error = json.loads(outputs[3])
+    assert error["detail"][0]["loc"] == ["texts", 0]
+    assert "whitespace" in error["detail"][0]["msg"]
+
+
+def test_concurrent_requests_are_batched_without_mixing_answers(server):
+    texts = [
+        "I lost my card",
+        "my card never arrived",
+        "what is the exchange rate for dollars",
+        "please refund my order",
+        "my transfer was declined",
+        "I want to close my account",
+        "how can I change my pin",
+        "someone stole my wallet and card",
+    ] * 6
+    alone = {
+        text: httpx.post(f"{server}/predict", json={"texts": [text]}, timeout=30).json()[0]
+        for text in set(texts)
+    }
+
+    def ask(text: str) -> tuple[str, httpx.Response]:
+        return text, httpx.post(f"{server}/predict", json={"texts": [text]}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(ask, texts))
+    for text, response in results:
+        assert response.status_code == 200, response.text
+        [answer] = response.json()
+        assert answer["label"] == alone[text]["label"]
+        assert answer["score"] == pytest.approx(alone[text]["score"], abs=0.02)
+
+
+def test_bad_input_over_real_http_is_a_4xx(server):
+    response = httpx.post(f"{server}/predict", json={"texts": [""] * 2}, timeout=30)
+    assert response.status_code == 400
+    assert {tuple(e["loc"]) for e in response.json()["detail"]} == {("texts", 0), ("texts", 1)}
+    big = {"texts": ["x" * 1000] * 1100}
+    assert httpx.post(f"{server}/predict", json=big, timeout=30).status_code == 413
+
+
+def test_a_model_that_cannot_load_is_neither_ready_nor_alive(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    process, base = start_server(tmp_path, LIVETUNE_BASE_MODEL=str(broken), LIVETUNE_LABELS="a,b")
+    try:
+        wait_for(f"{base}/livez", process, status=503)
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
+        assert httpx.post(f"{base}/predict", json={"texts": ["hi"]}, timeout=90).status_code == 503
+    finally:
+        stop_server(process)
+
+
+def test_a_bad_setting_stops_the_server_and_names_the_variable(tmp_path):
+    process, _ = start_server(tmp_path, LIVETUNE_LABELS="a,b", LIVETUNE_MAX_TOKENS="lots")
+    try:
+        assert process.wait(timeout=120) != 0
+    finally:
+        stop_server(process)
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "LIVETUNE_MAX_TOKENS" in log

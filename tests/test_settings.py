@@ -1,0 +1,70 @@
+import pytest
+
+from service.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LIVETUNE_"):
+            monkeypatch.delenv(key)
+
+
+def test_inline_labels_comma_or_json(monkeypatch):
+    monkeypatch.setenv("LIVETUNE_LABELS", "a, b ,c")
+    assert [label.name for label in load_settings().label_set()] == ["a", "b", "c"]
+    monkeypatch.setenv("LIVETUNE_LABELS", '{"a": "about a", "b": ""}')
+    assert load_settings().label_set()[0].description == "about a"
+
+
+def test_labels_file(monkeypatch, tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("x: first\ny\n")
+    monkeypatch.setenv("LIVETUNE_LABELS_FILE", str(path))
+    assert [label.name for label in load_settings().label_set()] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "LIVETUNE_LABELS"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_LABELS_FILE": "/x"}, "LIVETUNE_LABELS"),
+        ({"LIVETUNE_LABELS": "a"}, "LIVETUNE_LABELS"),
+        ({"LIVETUNE_LABELS_FILE": "/no/such/file"}, "LIVETUNE_LABELS_FILE"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "many"}, "LIVETUNE_MAX_TOKENS"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "0"}, "LIVETUNE_MAX_TOKENS"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_DEVICE": "tpu"}, "LIVETUNE_DEVICE"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_PRECISION": "int3"}, "LIVETUNE_PRECISION"),
+        (
+            {"LIVETUNE_LABELS": "a,b", "LIVETUNE_LABEL_TEMPLATE": "no slot"},
+            "LIVETUNE_LABEL_TEMPLATE",
+        ),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_BASE_MODEL": "/tmp"}, "LIVETUNE_BASE_MODEL"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_BODY_BYTES": "10"}, "LIVETUNE_MAX_BODY_BYTES"),
+        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_WORKERS": "0"}, "LIVETUNE_WORKERS"),
+    ],
+)
+def test_bad_setting_names_the_variable(monkeypatch, env, variable):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_cuda_without_gpu_is_refused(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
+    monkeypatch.setenv("LIVETUNE_DEVICE", "cuda")
+    with pytest.raises(SettingsError, match="LIVETUNE_DEVICE=cuda"):
+        load_settings()
+
+
+def test_local_base_model_folder_is_accepted(monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
+    monkeypatch.setenv("LIVETUNE_BASE_MODEL", str(tiny_model_dir))
+    assert load_settings().base_model == str(tiny_model_dir)
