@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE ?= 1
 # The quick start serves an example label set unless one is configured.
 ifeq ($(LIVETUNE_LABELS)$(LIVETUNE_LABELS_FILE),)
-export LIVETUNE_LABELS_FILE := examples/support_labels.txt
+serve build: export LIVETUNE_LABELS_FILE := examples/support_labels.txt
 endif
 
 .PHONY: setup serve test lint bench build clean

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 
 import pytest
@@ -23,6 +24,8 @@ def service_client(monkeypatch, tmp_path, base_model: str, **env: str) -> TestCl
 
     Only one such app per process: BentoML registers its Prometheus metrics globally.
     """
+    for key in [key for key in os.environ if key.startswith("LIVETUNE_")]:
+        monkeypatch.delenv(key)
     monkeypatch.setenv("LIVETUNE_BASE_MODEL", base_model)
     monkeypatch.setenv("LIVETUNE_LABELS", ",".join(TOY_LABELS))
     monkeypatch.setenv("LIVETUNE_DATA_DIR", str(tmp_path / "data"))
