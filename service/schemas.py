@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 
 def _not_blank(text: str) -> str:
@@ -41,3 +48,52 @@ class PredictionOut(BaseModel):
     top: list[LabelScore] = Field(description="The top-k labels, most probable first.")
     prediction_id: str = Field(description="Send it back with a correction to /feedback.")
     adapter: str = Field(description='Adapter version that produced it ("base" before any).')
+
+
+def feedback_types(max_samples: int, max_chars: int):
+    """(SampleIn model, the `samples` field type of /feedback) for the configured limits."""
+    Text = text_type(max_chars)
+
+    class SampleIn(BaseModel):
+        """One correction: the right `label` for a `text` or for a served `prediction_id`."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        text: Text | None = Field(None, description="The text, or give prediction_id instead.")
+        prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = (
+            Field(None, description="The id /predict returned; the text is looked up.")
+        )
+        label: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+            description="The correct label."
+        )
+        source: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+            None, description="Who corrected (agent, tool, import...)."
+        )
+        id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+            None,
+            description="Client idempotency key: a replay with the same id is not stored twice.",
+        )
+
+        @model_validator(mode="after")
+        def _text_or_prediction_id(self):
+            if (self.text is None) == (self.prediction_id is None):
+                raise ValueError("give exactly one of text or prediction_id")
+            return self
+
+    samples = Annotated[
+        list[SampleIn],
+        Field(min_length=1, max_length=max_samples, description="Corrections, stored all or none."),
+    ]
+    return SampleIn, samples
+
+
+class FeedbackOut(BaseModel):
+    """What /feedback answers: every sample is stored (or was already)."""
+
+    ids: list[int] = Field(
+        description="Stored id per sample, in order; a duplicate gets its earlier id."
+    )
+    stored: int = Field(description="Samples newly stored.")
+    duplicates: int = Field(
+        description="Samples already stored (replayed id or same text and label)."
+    )

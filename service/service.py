@@ -10,16 +10,20 @@ import uuid
 import bentoml
 import torch
 from bentoml.exceptions import ServiceUnavailable
+from starlette.responses import JSONResponse
 
+from service.feedback import resolve_samples
 from service.limits import BodySizeLimit
-from service.schemas import LabelScore, PredictionOut, texts_type
-from service.settings import load_settings
-from training.predictor import Predictor, zero_shot_predictor
+from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
+from training.predictor import Prediction, Predictor, zero_shot_predictor
+from training.settings import load_settings
+from training.store import PredictionRecord, SQLiteFeedbackStore
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune")
 settings = load_settings()
 Texts = texts_type(settings.max_texts_per_request, settings.max_text_chars)
+SampleIn, Samples = feedback_types(settings.max_feedback_samples, settings.max_text_chars)
 BASE_ADAPTER = "base"
 READY_WAIT_S = 60.0
 
@@ -35,6 +39,12 @@ class Livetune:
 
     def __init__(self) -> None:
         self.labels = settings.label_set()
+        self.store = SQLiteFeedbackStore(
+            settings.data_dir,
+            validation_percent=settings.validation_percent,
+            prediction_max_count=settings.prediction_retention_count,
+            prediction_max_age_s=settings.prediction_retention_hours * 3600,
+        )
         self.predictor: Predictor | None = None
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
@@ -76,22 +86,49 @@ class Livetune:
     def predict(self, texts: Texts) -> list[PredictionOut]:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
         predictor = self._ready_predictor()
-        return [
-            PredictionOut(
-                label=p.label,
-                score=p.score,
-                top=[LabelScore(label=label, score=score) for label, score in p.top],
-                prediction_id=uuid.uuid4().hex,
-                adapter=BASE_ADAPTER,
-            )
-            for p in predictor.predict(texts)
+        answers = [encode_prediction(p, BASE_ADAPTER) for p in predictor.predict(texts)]
+        self._remember(texts, answers)
+        return answers
+
+    @bentoml.api
+    def feedback(self, samples: Samples) -> FeedbackOut:
+        """Store labeled corrections, by text or by prediction_id; all or nothing, durable."""
+        names = [label.name for label in self.labels]
+        resolved, errors = resolve_samples(samples, names, self.store)
+        if errors:
+            message = f"{len(errors)} invalid sample(s); nothing was stored"
+            return JSONResponse({"error": message, "detail": errors}, status_code=400)
+        result = self.store.add_samples(resolved)
+        return FeedbackOut(
+            ids=result.ids, stored=len(result.ids) - result.duplicates, duplicates=result.duplicates
+        )
+
+    def _remember(self, texts: list[str], answers: list[PredictionOut]) -> None:
+        """One write per batch, so feedback can cite a prediction_id."""
+        records = [
+            PredictionRecord(a.prediction_id, text, a.label, a.score, a.adapter)
+            for text, a in zip(texts, answers)
         ]
+        try:
+            self.store.log_predictions(records)
+        except Exception:  # serving goes on; only feedback by id for this batch is lost
+            log.exception("could not log %d predictions", len(records))
 
     def _ready_predictor(self) -> Predictor:
         self._loaded.wait(READY_WAIT_S)
         if self.predictor is None:
             raise ServiceUnavailable("the model is not loaded yet; see /readyz")
         return self.predictor
+
+
+def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
+    return PredictionOut(
+        label=prediction.label,
+        score=prediction.score,
+        top=[LabelScore(label=label, score=score) for label, score in prediction.top],
+        prediction_id=uuid.uuid4().hex,
+        adapter=adapter,
+    )
 
 
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

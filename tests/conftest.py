@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from starlette.testclient import TestClient
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,3 +74,48 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+LIMITS = {
+    "LIVETUNE_MAX_TEXTS_PER_REQUEST": "4",
+    "LIVETUNE_MAX_TEXT_CHARS": "50",
+    "LIVETUNE_MAX_BODY_BYTES": "2048",
+    "LIVETUNE_TOP_K": "2",
+    "LIVETUNE_MAX_FEEDBACK_SAMPLES": "5",
+}
+
+
+def service_client(monkeypatch, tmp_path, base_model: str, **env: str) -> TestClient:
+    """A TestClient on the service module configured by `env`.
+
+    Only one such app per process: BentoML registers its Prometheus metrics globally.
+    """
+    for key in [key for key in os.environ if key.startswith("LIVETUNE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("LIVETUNE_BASE_MODEL", base_model)
+    monkeypatch.setenv("LIVETUNE_LABELS", ",".join(TOY_LABELS))
+    monkeypatch.setenv("LIVETUNE_DATA_DIR", str(tmp_path / "data"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import service.service
+
+    module = importlib.reload(service.service)
+    return TestClient(module.Livetune.to_asgi(), raise_server_exceptions=False)
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "service never became ready"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def client(tiny_model_dir, tmp_path_factory):
+    """The one in-process app of the test session (tiny model, toy labels, small limits)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        tmp_path = tmp_path_factory.mktemp("service")
+        with service_client(monkeypatch, tmp_path, str(tiny_model_dir), **LIMITS) as client:
+            wait_ready(client)
+            client.data_dir = tmp_path / "data"
+            yield client

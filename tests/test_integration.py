@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.server import ROOT, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
-BENTOML = str(Path(sys.executable).parent / "bentoml")
-
-
-def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("LIVETUNE_")
-    }
-    environment.update(
-        BENTOML_DO_NOT_TRACK="true",
-        HF_HUB_OFFLINE="1",
-        LIVETUNE_DATA_DIR=str(tmp_path / "data"),
-        **env,
-    )
-    command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]
-    with open(tmp_path / f"server-{port}.log", "wb") as log:  # the child keeps its own copy
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_for(url: str, process: subprocess.Popen, status: int = 200, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited early"
-        try:
-            if httpx.get(url, timeout=2).status_code == status:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never answered {status}")
 
 
 @pytest.fixture(scope="module")

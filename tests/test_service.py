@@ -2,55 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import time
-
 import pytest
-from starlette.testclient import TestClient
 
 from tests.conftest import TOY_LABELS
-
-LIMITS = {
-    "LIVETUNE_MAX_TEXTS_PER_REQUEST": "4",
-    "LIVETUNE_MAX_TEXT_CHARS": "50",
-    "LIVETUNE_MAX_BODY_BYTES": "2048",
-    "LIVETUNE_TOP_K": "2",
-}
-
-
-def service_client(monkeypatch, tmp_path, base_model: str, **env: str) -> TestClient:
-    """A TestClient on the service module configured by `env`.
-
-    Only one such app per process: BentoML registers its Prometheus metrics globally.
-    """
-    for key in [key for key in os.environ if key.startswith("LIVETUNE_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("LIVETUNE_BASE_MODEL", base_model)
-    monkeypatch.setenv("LIVETUNE_LABELS", ",".join(TOY_LABELS))
-    monkeypatch.setenv("LIVETUNE_DATA_DIR", str(tmp_path / "data"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    import service.service
-
-    module = importlib.reload(service.service)
-    return TestClient(module.Livetune.to_asgi(), raise_server_exceptions=False)
-
-
-def wait_ready(client: TestClient, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "service never became ready"
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def client(tiny_model_dir, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        tmp_path = tmp_path_factory.mktemp("service")
-        with service_client(monkeypatch, tmp_path, str(tiny_model_dir), **LIMITS) as client:
-            wait_ready(client)
-            yield client
 
 
 def test_predict_answers_one_object_per_text(client):

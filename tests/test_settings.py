@@ -1,6 +1,6 @@
 import pytest
 
-from service.settings import SettingsError, load_settings
+from training.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,16 @@ class Settings(BaseSettings):
         description="Text embedded to seed the head for labels without a description.",
     )
     data_dir: Path = Field(Path("livetune-data"), description="Where feedback and adapters live.")
+    validation_percent: float = Field(
+        20.0, ge=0, le=90, description="Share of feedback texts held out for validation (by hash)."
+    )
+    max_feedback_samples: int = Field(1_000, ge=1, le=100_000, description="Samples per /feedback.")
+    prediction_retention_count: int = Field(
+        1_000_000, ge=1, description="Predictions remembered for feedback by prediction_id."
+    )
+    prediction_retention_hours: float = Field(
+        168.0, gt=0, description="How long a prediction_id stays valid for feedback."
+    )
     max_texts_per_request: int = Field(64, ge=1, le=10_000, description="Texts per /predict call.")
     max_text_chars: int = Field(2_000, ge=1, le=1_000_000, description="Characters per text.")
     max_tokens: int = Field(128, ge=8, le=8_192, description="Tokens kept per text (truncation).")

@@ -1,0 +1,241 @@
+"""SQLite feedback store: WAL mode, one file for corrections, one for the prediction log.
+
+Corrections use synchronous=FULL so an acknowledged sample survives a crash of any
+process (and of the machine). The prediction log is a cache of what was served and
+uses synchronous=NORMAL: it never blocks /predict on an fsync.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from training.split import split_for, text_key
+from training.store.base import (
+    AddResult,
+    FeedbackStore,
+    NewSample,
+    PredictionRecord,
+    StoredSample,
+)
+
+BUSY_TIMEOUT_MS = 60_000
+PRUNE_EVERY_S = 30.0
+
+SAMPLES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id TEXT UNIQUE,
+    text TEXT NOT NULL,
+    text_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    split TEXT NOT NULL CHECK (split IN ('train', 'validation')),
+    source TEXT,
+    prediction_id TEXT,
+    predicted_label TEXT,
+    adapter TEXT,
+    created_at REAL NOT NULL,
+    superseded_by INTEGER REFERENCES samples(id)
+);
+CREATE INDEX IF NOT EXISTS samples_active_key ON samples(text_key) WHERE superseded_by IS NULL;
+"""
+PREDICTIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    text_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    adapter TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
+CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key);
+"""
+SAMPLE_COLUMNS = (
+    "id, text, label, split, source, client_id, prediction_id, predicted_label, adapter,"
+    " created_at, superseded_by"
+)
+
+
+def connect(path: Path, synchronous: str, schema: str) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode; writers take `BEGIN IMMEDIATE` explicitly."""
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute(f"PRAGMA synchronous = {synchronous}")
+    with transaction(db):
+        for statement in filter(str.strip, schema.split(";")):
+            db.execute(statement)
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue on
+    busy_timeout instead of failing with "database is locked" at commit."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class SQLiteFeedbackStore(FeedbackStore):
+    """The embedded default store, safe for several worker processes at once."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        validation_percent: float = 20.0,
+        prediction_max_count: int = 1_000_000,
+        prediction_max_age_s: float = 7 * 24 * 3600,
+    ):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.validation_percent = validation_percent
+        self.prediction_max_count = prediction_max_count
+        self.prediction_max_age_s = prediction_max_age_s
+        self._lock = threading.Lock()  # one connection each, shared by this process's threads
+        self._samples = connect(self.data_dir / "feedback.sqlite3", "FULL", SAMPLES_SCHEMA)
+        self._predictions = connect(
+            self.data_dir / "predictions.sqlite3", "NORMAL", PREDICTIONS_SCHEMA
+        )
+        self._last_prune = 0.0
+
+    def add_samples(self, samples: Sequence[NewSample]) -> AddResult:
+        ids, duplicates, now = [], 0, time.time()
+        with self._lock, transaction(self._samples) as db:
+            for sample in samples:
+                existing = self._existing(db, sample)
+                if existing is not None:
+                    ids.append(existing)
+                    duplicates += 1
+                    continue
+                ids.append(self._insert(db, sample, now))
+        return AddResult(ids=ids, duplicates=duplicates)
+
+    def _existing(self, db: sqlite3.Connection, sample: NewSample) -> int | None:
+        """The id already stored for a replayed client id or an identical active sample."""
+        if sample.client_id is not None:
+            row = db.execute(
+                "SELECT id FROM samples WHERE client_id = ?", (sample.client_id,)
+            ).fetchone()
+            if row:
+                return row[0]
+        row = db.execute(
+            "SELECT id FROM samples WHERE text_key = ? AND superseded_by IS NULL AND label = ?",
+            (text_key(sample.text), sample.label),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _insert(self, db: sqlite3.Connection, sample: NewSample, now: float) -> int:
+        key = text_key(sample.text)
+        cursor = db.execute(
+            "INSERT INTO samples (client_id, text, text_key, label, split, source, prediction_id,"
+            " predicted_label, adapter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sample.client_id,
+                sample.text,
+                key,
+                sample.label,
+                split_for(key, self.validation_percent),
+                sample.source,
+                sample.prediction_id,
+                sample.predicted_label,
+                sample.adapter,
+                now,
+            ),
+        )
+        new_id = cursor.lastrowid
+        # Same text, new label: the older answer stays as history, the new one wins.
+        db.execute(
+            "UPDATE samples SET superseded_by = ? WHERE text_key = ? AND superseded_by IS NULL"
+            " AND id != ?",
+            (new_id, key, new_id),
+        )
+        return new_id
+
+    def samples(
+        self, *, split: str | None = None, after_id: int = 0, include_superseded: bool = False
+    ) -> Iterator[StoredSample]:
+        query = f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE id > ?"
+        params: list = [after_id]
+        if not include_superseded:
+            query += " AND superseded_by IS NULL"
+        if split is not None:
+            query += " AND split = ?"
+            params.append(split)
+        with self._lock:
+            rows = self._samples.execute(query + " ORDER BY id", params).fetchall()
+        return (StoredSample(*row) for row in rows)
+
+    def count_samples(self, *, after_id: int = 0) -> int:
+        with self._lock:
+            return self._samples.execute(
+                "SELECT count(*) FROM samples WHERE id > ? AND superseded_by IS NULL", (after_id,)
+            ).fetchone()[0]
+
+    def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        now = time.time()
+        rows = [
+            (r.id, r.text, text_key(r.text), r.label, r.score, r.adapter, r.created_at or now)
+            for r in records
+        ]
+        with self._lock, transaction(self._predictions) as db:
+            db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if now - self._last_prune > PRUNE_EVERY_S:
+                self._prune(db, now)
+                self._last_prune = now
+
+    def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "DELETE FROM predictions WHERE created_at < ?", (now - self.prediction_max_age_s,)
+        )
+        db.execute(
+            "DELETE FROM predictions WHERE rowid <= (SELECT max(rowid) FROM predictions) - ?",
+            (self.prediction_max_count,),
+        )
+
+    def prune_predictions(self) -> None:
+        """Apply the retention bounds now (they are otherwise applied every 30 s of logging)."""
+        with self._lock, transaction(self._predictions) as db:
+            self._prune(db, time.time())
+
+    def get_predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
+        return self._find_predictions("id", list(ids))
+
+    def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, PredictionRecord]:
+        keys = {text_key(text): text for text in texts}
+        found = self._find_predictions("text_key", list(keys))
+        return {keys[key]: record for key, record in found.items()}
+
+    def _find_predictions(self, column: str, values: list[str]) -> dict[str, PredictionRecord]:
+        cutoff = time.time() - self.prediction_max_age_s
+        found: dict[str, PredictionRecord] = {}
+        with self._lock:
+            for start in range(0, len(values), 500):  # SQLite caps bound parameters
+                chunk = values[start : start + 500]
+                rows = self._predictions.execute(
+                    f"SELECT {column}, id, text, label, score, adapter, created_at FROM predictions"
+                    f" WHERE {column} IN ({','.join('?' * len(chunk))}) AND created_at >= ?"
+                    " ORDER BY created_at",
+                    [*chunk, cutoff],
+                ).fetchall()
+                for value, *fields in rows:
+                    found[value] = PredictionRecord(*fields)  # later rows win: the latest
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._samples.close()
+            self._predictions.close()
