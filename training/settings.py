@@ -96,9 +96,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_label_source(self) -> Settings:
-        if (self.labels is None) == (self.labels_file is None):
+        if self.labels is not None and self.labels_file is not None:
             raise ValueError(
-                f"set exactly one of {ENV_PREFIX}LABELS (inline) or {ENV_PREFIX}LABELS_FILE"
+                f"set only one of {ENV_PREFIX}LABELS (inline) or {ENV_PREFIX}LABELS_FILE"
             )
         if self.device == "cuda":
             import torch
@@ -109,6 +109,10 @@ class Settings(BaseSettings):
 
     def label_set(self) -> list[Label]:
         """The labels, from the inline setting or the file."""
+        if self.labels is None and self.labels_file is None:
+            raise SettingsError(
+                f"no label set: set {ENV_PREFIX}LABELS (inline) or {ENV_PREFIX}LABELS_FILE"
+            )
         if self.labels is not None:
             return list(self.labels)
         try:
@@ -117,13 +121,14 @@ class Settings(BaseSettings):
             raise SettingsError(f"{ENV_PREFIX}LABELS_FILE: {exc}") from None
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, require_labels: bool = True, **overrides: Any) -> Settings:
     """Settings from the environment (and overrides); a SettingsError names each bad variable."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
-    settings.label_set()
+    if require_labels:
+        settings.label_set()
     return settings
 
 

@@ -1,0 +1,90 @@
+"""`python -m training import | export` as a user runs it: a real process on a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
+    env.update(LIVETUNE_DATA_DIR=str(tmp_path / "data"), LIVETUNE_LABELS="lost_card,refund")
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def export(tmp_path: Path, *args: str) -> list[dict]:
+    result = cli(tmp_path, "export", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_import_csv_then_export(tmp_path):
+    path = tmp_path / "seed.csv"
+    path.write_text('text,category\nI lost my card,lost_card\n"money back, please",refund\n')
+    result = cli(tmp_path, "import", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "2 stored, 0 duplicates" in result.stdout
+    rows = export(tmp_path)
+    assert [(r["text"], r["label"], r["source"]) for r in rows] == [
+        ("I lost my card", "lost_card", "import:seed.csv"),
+        ("money back, please", "refund", "import:seed.csv"),
+    ]
+    assert {r["split"] for r in rows} <= {"train", "validation"}
+
+
+def test_import_jsonl_twice_is_idempotent(tmp_path):
+    path = tmp_path / "seed.jsonl"
+    path.write_text(
+        '{"text": "card stolen", "label": "lost_card"}\n\n{"text": "refund", "label": "refund"}\n'
+    )
+    assert cli(tmp_path, "import", str(path)).returncode == 0
+    again = cli(tmp_path, "import", str(path))
+    assert "0 stored, 2 duplicates" in again.stdout
+    assert len(export(tmp_path)) == 2
+
+
+def test_a_file_with_bad_rows_is_refused_whole(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\nfine,lost_card\n,refund\nok,not_a_label\n")
+    result = cli(tmp_path, "import", str(path))
+    assert result.returncode == 2
+    assert "line 3: text is missing or empty" in result.stderr
+    assert "line 4: unknown label 'not_a_label'" in result.stderr
+    assert "valid labels: lost_card, refund" in result.stderr
+    assert export(tmp_path) == []
+
+
+def test_export_all_includes_superseded_history(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("text,label\nwhere is it,lost_card\n")
+    second.write_text("text,label\nwhere is it,refund\n")
+    cli(tmp_path, "import", str(first))
+    cli(tmp_path, "import", str(second))
+    assert [r["label"] for r in export(tmp_path)] == ["refund"]
+    history = export(tmp_path, "--all")
+    assert [(r["label"], r["superseded_by"]) for r in history] == [
+        ("lost_card", history[1]["id"]),
+        ("refund", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "module", ["training.__main__", "training.store", "training.predictor", "training.settings"]
+)
+def test_training_runs_without_bentoml(module):
+    code = f"import sys, {module}; sys.exit('bentoml' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -1,0 +1,130 @@
+"""`python -m training import FILE | export`: seed the feedback store, or dump it.
+
+Reads the same LIVETUNE_* settings as the service (data directory, labels, limits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from training.settings import SettingsError, load_settings
+from training.store import NewSample, SQLiteFeedbackStore
+
+LABEL_COLUMNS = ("label", "category", "intent")
+CHUNK = 1_000
+MAX_LISTED_ERRORS = 20
+
+
+def read_rows(
+    path: Path, text_column: str, label_column: str | None
+) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, label) from a CSV with a header, or from JSON Lines."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix in (".jsonl", ".ndjson"):
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    yield number, row.get(text_column), _label(row, label_column)
+            return
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            yield number, row.get(text_column), _label(row, label_column)
+
+
+def _label(row: dict, column: str | None):
+    if column:
+        return row.get(column)
+    return next((row[c] for c in LABEL_COLUMNS if c in row), None)
+
+
+def check_rows(rows, valid: set[str], max_chars: int) -> list[str]:
+    """Every problem in the file, as 'line N: reason'."""
+    problems = []
+    for number, text, label in rows:
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"line {number}: text is missing or empty")
+        elif len(text) > max_chars:
+            problems.append(f"line {number}: text is longer than {max_chars} characters")
+        if label not in valid:
+            problems.append(f"line {number}: unknown label {label!r}")
+    return problems
+
+
+def import_file(args, settings) -> int:
+    labels = [label.name for label in settings.label_set()]
+    rows = list(read_rows(args.file, args.text_column, args.label_column))
+    problems = check_rows(rows, set(labels), settings.max_text_chars)
+    if problems:
+        print(f"refused {args.file}: {len(problems)} problem(s), nothing stored", file=sys.stderr)
+        print("\n".join(problems[:MAX_LISTED_ERRORS]), file=sys.stderr)
+        print(f"valid labels: {', '.join(labels)}", file=sys.stderr)
+        return 2
+    source = args.source or f"import:{args.file.name}"
+    store = _store(settings)
+    stored = duplicates = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = [
+            NewSample(text, label, source=source) for _, text, label in rows[start : start + CHUNK]
+        ]
+        result = store.add_samples(chunk)
+        stored += len(chunk) - result.duplicates
+        duplicates += result.duplicates
+    store.close()
+    print(f"imported {args.file}: {stored} stored, {duplicates} duplicates")
+    return 0
+
+
+def export_samples(args, settings) -> int:
+    store = _store(settings)
+    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
+    count = 0
+    for sample in store.samples(include_superseded=args.all):
+        out.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+        count += 1
+    if args.out:
+        out.close()
+    store.close()
+    print(f"exported {count} samples", file=sys.stderr)
+    return 0
+
+
+def _store(settings) -> SQLiteFeedbackStore:
+    return SQLiteFeedbackStore(settings.data_dir, validation_percent=settings.validation_percent)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    imp = commands.add_parser("import", help="seed the store from a CSV or JSONL of text,label")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--text-column", default="text")
+    imp.add_argument("--label-column", help=f"default: the first of {', '.join(LABEL_COLUMNS)}")
+    imp.add_argument("--source", help="recorded as each sample's source (default import:FILE)")
+    exp = commands.add_parser("export", help="write stored samples as JSON Lines")
+    exp.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    exp.add_argument("--all", action="store_true", help="include superseded samples (history)")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(require_labels=args.command == "import")
+        if args.command == "import":
+            if not args.file.is_file():
+                print(f"no such file: {args.file}", file=sys.stderr)
+                return 2
+            return import_file(args, settings)
+        return export_samples(args, settings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
