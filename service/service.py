@@ -87,7 +87,8 @@ class Livetune:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
         predictor = self._ready_predictor()
         answers = [encode_prediction(p, BASE_ADAPTER) for p in predictor.predict(texts)]
-        self._remember(texts, answers)
+        if settings.log_predictions:
+            self._remember(texts, answers)
         return answers
 
     @bentoml.api

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         20.0, ge=0, le=90, description="Share of feedback texts held out for validation (by hash)."
     )
     max_feedback_samples: int = Field(1_000, ge=1, le=100_000, description="Samples per /feedback.")
+    log_predictions: bool = Field(
+        True, description="Remember served predictions so feedback can cite a prediction_id."
+    )
     prediction_retention_count: int = Field(
         1_000_000, ge=1, description="Predictions remembered for feedback by prediction_id."
     )
