@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.conftest import free_port
 
@@ -41,14 +43,26 @@ def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
     return process, f"http://127.0.0.1:{port}"
 
 
+def server_processes(process: subprocess.Popen) -> list[psutil.Process]:
+    """The arbiter and its workers: circus starts each worker in a session of its own,
+    so signalling the arbiter's process group alone would leave the workers running."""
+    try:
+        root = psutil.Process(process.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def stop_server(process: subprocess.Popen) -> None:
+    processes = server_processes(process)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    for leftover in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+    process.wait()
 
 
 def wait_for(url: str, process: subprocess.Popen, status: int = 200, timeout: float = 180) -> None:
@@ -66,5 +80,10 @@ def wait_for(url: str, process: subprocess.Popen, status: int = 200, timeout: fl
 
 def kill_server(process: subprocess.Popen) -> None:
     """kill -9 of the whole server: arbiter and every worker, no chance to clean up."""
-    os.killpg(process.pid, signal.SIGKILL)
+    processes = server_processes(process)
+    assert len(processes) > 1, "expected the arbiter and its workers"
+    for each in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            each.kill()
     process.wait()
+    psutil.wait_procs(processes, timeout=10)
