@@ -14,10 +14,15 @@ One run prints every figure next to its baseline:
 6. everything to a JSON file (--out) and a markdown table on stdout for the README.
 
 The box this was written for is a shared 2-core machine, so absolute times drift
-from run to run: configurations are measured round-robin and summarised by their
-median, and each phase records how much CPU other processes took meanwhile
-(`others_cpu_share`, 1.0 = every core) so a bad figure can be told from a noisy one.
-The HTTP client runs on the same cores as the server; its share is recorded too.
+from run to run. In-process configurations are measured round-robin and summarised
+by their median; concurrency levels run as a ramp (the batcher has memory, see
+measure_http), each as a few slices summarised by their median. Every phase records
+how much CPU other processes took meanwhile (`others_cpu_share`, 1.0 = every core)
+so a bad figure can be told from a noisy one. The in-process work is done and its
+model freed before the server starts, so the two never compete; the HTTP client
+does share the cores with the server, and its share is recorded too.
+The server runs on the LIVETUNE_* defaults (inherited LIVETUNE_* variables are
+dropped), with the Banking77 labels and a temporary data directory.
 
 Data: Banking77, Casanueva et al. 2020, CC-BY-4.0 (train.csv / test.csv with columns
 `text,category`, categories.json with the 77 label names). It is read in place from
@@ -58,7 +63,11 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
-from training.predictor import Predictor, zero_shot_predictor  # noqa: E402
+from training.predictor import (  # noqa: E402
+    CPU_BF16_MIN_BATCH,
+    Predictor,
+    zero_shot_predictor,
+)
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "predict.json"
@@ -235,8 +244,8 @@ def sweep_batch_sizes(
     configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s) for b in sizes}
     with CpuMeter() as cpu:
         rates = interleaved_medians(configs, profile.raw_rounds)
-    for b, rate in rates.items():
-        say(f"  raw  batch {b:>4}: {rate:8.1f} texts/s")
+    for b, texts_per_s in rates.items():
+        say(f"  raw  batch {b:>4}: {texts_per_s:8.1f} texts/s")
     best = max(rates, key=rates.get)
     return {
         "texts_per_s_by_batch_size": {str(b): round(r, 1) for b, r in rates.items()},
@@ -267,6 +276,7 @@ def compare_precisions(
         "fp32_texts_per_s": round(rates["fp32"], 1),
         "auto_vs_fp32": round(rates["auto"] / rates["fp32"], 3),
         "agreement_texts": len(texts),
+        "agreement_batch_size": SERVICE_BATCH,
         "top1_agreement": round(agreement(labels_auto, labels_fp32), 4),
         "accuracy_auto": round(agreement(labels_auto, gold), 4),
         "accuracy_fp32": round(agreement(labels_fp32, gold), 4),
@@ -302,7 +312,9 @@ def measure_in_process(data: Dataset, sizes: list[int], profile: Profile) -> dic
     raw = sweep_batch_sizes(auto, data, sizes, profile)
     # An unbatched server runs exactly predict([text]) per request: batch size 1 above.
     naive = {"texts_per_s": raw["texts_per_s_by_batch_size"]["1"], "batch_size": 1}
-    precision = compare_precisions(auto, fp32, data, raw["best_batch_size"], profile)
+    # Below CPU_BF16_MIN_BATCH rows "auto" runs fp32 anyway: nothing to compare there.
+    batch = max(raw["best_batch_size"], CPU_BF16_MIN_BATCH)
+    precision = compare_precisions(auto, fp32, data, batch, profile)
     del fp32
     texts, gold = accuracy_set(data, profile)
     template_labels = predict_labels(auto, texts)
@@ -392,12 +404,27 @@ def wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> float:
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left of it (workers too)."""
+    """SIGTERM the server's group, then SIGKILL what is left, workers included.
+
+    BentoML puts each worker in a process group of its own, so signalling the
+    server's group alone can leave a worker behind: they are tracked by pid.
+    """
+    workers = descendants(proc.pid)
     signal_group(proc, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=15)
     signal_group(proc, signal.SIGKILL)
     proc.wait(timeout=10)
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -474,25 +501,46 @@ def summarize_level(concurrency: int, slices: list[LoadSlice]) -> dict:
 async def measure_http(
     base_url: str, data: Dataset, levels: list[int], profile: Profile, server_pid: int
 ) -> dict:
+    """Each level in turn, lightest first, then the lightest again.
+
+    Levels are not interleaved: BentoML's batcher learns how long to hold requests
+    from the waits it has seen, so a level carries over into the next. The final
+    re-run of the lightest level shows how much of that lingers after a load.
+    """
     limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
     async with httpx.AsyncClient(
         base_url=base_url, limits=limits, timeout=120, trust_env=False
     ) as client:
         pool = TextPool(data.texts, start=len(data.texts) // 2)
-        await load_slice(client, pool, max(levels), 2.0)  # warm-up: connections, batch shapes
-        slices: dict[int, list[LoadSlice]] = {c: [] for c in levels}
-        with CpuMeter(server_pid) as cpu:
-            for _ in range(profile.http_rounds):
-                for c in levels:
-                    slices[c].append(await load_slice(client, pool, c, profile.http_slice_s))
-    by_level = [summarize_level(c, slices[c]) for c in levels]
-    for level in by_level:
+        # The batcher calibrates itself on its first requests; keep that out of the figures.
+        await load_slice(client, pool, levels[0], 2.0)
+        by_level = [await measure_level(client, pool, c, profile, server_pid) for c in levels]
+        again = await measure_level(client, pool, levels[0], profile, server_pid, rounds=1)
+    for level in [*by_level, again]:
         say(
             f"  http concurrency {level['concurrency']:>3}: {level['texts_per_s']:8.1f} texts/s, "
-            f"p50 {level['p50_ms']} ms, p99 {level['p99_ms']} ms, errors {level['errors']}"
+            f"p50 {level['p50_ms']} ms, p99 {level['p99_ms']} ms, errors {level['errors']}, "
+            f"others' CPU {level.get('others_cpu_share', 0):.0%}"
         )
     best = max(by_level, key=lambda level: level["texts_per_s"])
-    return {"by_concurrency": by_level, "best": best, **cpu.figures}
+    return {"by_concurrency": by_level, "best": best, "first_level_after_load": again}
+
+
+async def measure_level(
+    client: httpx.AsyncClient,
+    pool: TextPool,
+    concurrency: int,
+    profile: Profile,
+    server_pid: int,
+    rounds: int = 0,
+) -> dict:
+    await load_slice(client, pool, concurrency, 1.0)  # settle: the batcher adapts to the level
+    with CpuMeter(server_pid) as cpu:
+        slices = [
+            await load_slice(client, pool, concurrency, profile.http_slice_s)
+            for _ in range(rounds or profile.http_rounds)
+        ]
+    return {**summarize_level(concurrency, slices), **cpu.figures}
 
 
 def service_labels(base_url: str, texts: list[str]) -> list[str]:
@@ -529,7 +577,8 @@ def measure_service(
             raise
         finally:
             stop_server(proc)
-    return {"ready_s": round(ready_s, 1), "port": port, **http, "labels": labels}
+    settings = "LIVETUNE_* defaults, LABELS_FILE=<data>/categories.json"
+    return {"ready_s": round(ready_s, 1), "settings": settings, **http, "labels": labels}
 
 
 # --- report ----------------------------------------------------------------------------
@@ -591,12 +640,24 @@ def rate(value: float) -> str:
 
 
 def markdown(results: dict) -> str:
-    raw, naive, prec = results["raw"], results["naive"], results["precision"]
-    ratios, acc, best = results["ratios"], results["accuracy"], results["service"]["best"]
-    c = best["concurrency"]
-    rows = [
-        ("Figure", "Value", "Baseline", "Ratio", "Target"),
-        ("---",) * 5,
+    service = results["service"]
+    header = [("Figure", "Value", "Baseline", "Ratio", "Target"), ("---",) * 5]
+    levels = [*service["by_concurrency"], {**service["first_level_after_load"], "after": True}]
+    return "\n".join(
+        [
+            *map(table_row, header + throughput_rows(results) + quality_rows(results)),
+            "",
+            *level_table(levels),
+            "",
+            noise_note(results),
+        ]
+    )
+
+
+def throughput_rows(results: dict) -> list[tuple]:
+    raw, naive, prec, ratios = (results[k] for k in ("raw", "naive", "precision", "ratios"))
+    best = results["service"]["best"]
+    return [
         (
             f"Raw `Predictor.predict`, best batch ({raw['best_batch_size']})",
             rate(raw["best_texts_per_s"]),
@@ -612,7 +673,7 @@ def markdown(results: dict) -> str:
             f"top-1 agreement {prec['top1_agreement']:.1%} ({prec['agreement_texts']} texts)",
         ),
         (
-            f"Service, 1 text/request, best concurrency ({c})",
+            f"Service, 1 text/request, best concurrency ({best['concurrency']})",
             rate(best["texts_per_s"]),
             f"raw best: {rate(raw['best_texts_per_s'])}",
             f"{ratios['service_vs_raw']:.2f}x",
@@ -625,8 +686,14 @@ def markdown(results: dict) -> str:
             f"{ratios['service_vs_naive']:.2f}x",
             f">= {TARGET_SERVICE_VS_NAIVE:g} {met(ratios['service_vs_naive_met'])}",
         ),
+    ]
+
+
+def quality_rows(results: dict) -> list[tuple]:
+    acc, best = results["accuracy"], results["service"]["best"]
+    return [
         (
-            f"Service latency at concurrency {c}",
+            f"Service latency at concurrency {best['concurrency']}",
             f"p50 {best['p50_ms']} ms, p99 {best['p99_ms']} ms",
             "",
             "",
@@ -640,24 +707,40 @@ def markdown(results: dict) -> str:
             f">= {TARGET_ACCURACY:.0%} {met(acc['service'] >= TARGET_ACCURACY)}",
         ),
     ]
-    return "\n".join(
-        [*map(table_row, rows), "", *level_table(results["service"]["by_concurrency"])]
-    )
 
 
 def level_table(levels: list[dict]) -> list[str]:
-    rows = [("Concurrency", "texts/s", "p50 ms", "p99 ms", "errors"), ("---",) * 5]
+    rows = [
+        ("Concurrency", "texts/s", "p50 ms", "p99 ms", "errors", "client CPU", "others' CPU"),
+        ("---",) * 7,
+    ]
     for level in levels:
+        name = f"{level['concurrency']} (again, after the load)" if level.get("after") else ""
         rows.append(
             (
-                level["concurrency"],
+                name or level["concurrency"],
                 f"{level['texts_per_s']:,.0f}",
                 level["p50_ms"],
                 level["p99_ms"],
                 level["errors"],
+                share(level.get("client_cpu_share")),
+                share(level.get("others_cpu_share")),
             )
         )
     return [table_row(row) for row in rows]
+
+
+def noise_note(results: dict) -> str:
+    return (
+        f"Other processes took {share(results['raw'].get('others_cpu_share'))} of the CPU "
+        f"during the batch-size sweep and {share(results['precision'].get('others_cpu_share'))} "
+        f"during bf16 vs fp32 (100% = all {os.cpu_count()} cores). Over HTTP the load "
+        "generator (client CPU) shares those cores with the server."
+    )
+
+
+def share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def table_row(cells: tuple) -> str:
@@ -704,6 +787,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.batch_sizes = sorted(set(args.batch_sizes) | {1})  # batch size 1 is the naive baseline
+    args.concurrency = sorted(set(args.concurrency))  # a ramp: see measure_http
     args.data = args.data.resolve()
     return args
 
