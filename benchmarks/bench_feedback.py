@@ -99,6 +99,7 @@ async def predict_rate(base: str, texts: list[str], seconds: float, concurrency:
 
 def start(data: Path, state: Path, **extra: str) -> tuple:
     port = free_port()
+    state.mkdir(parents=True, exist_ok=True)
     env = server_env(data, state)
     env.update(extra)
     process = start_server(port, env, state / "server.log")
@@ -112,24 +113,25 @@ def measure(args, rows: list[tuple[str, str]], scratch: Path) -> dict:
     logged, base_on = start(args.data, scratch / "on")
     unlogged, base_off = start(args.data, scratch / "off", LIVETUNE_LOG_PREDICTIONS="false")
     try:
-        n = args.samples
-        results["single"] = asyncio.run(
-            feedback_rate(base_on, unique_samples(rows, n // 5, "s"), 1, args.concurrency)
-        )
-        results["batched_100"] = asyncio.run(
-            feedback_rate(base_on, unique_samples(rows, n, "b"), 100, 4)
-        )
         texts = [text for text, _ in rows]
         on, off = [], []
-        for _ in range(args.rounds):  # alternate, so drift hits both alike
-            on.append(asyncio.run(predict_rate(base_on, texts, args.seconds, 32)))
-            off.append(asyncio.run(predict_rate(base_off, texts, args.seconds, 32)))
+        for round_ in range(args.rounds):  # alternate, and swap who goes first, so drift hits both
+            pair = [(on, base_on), (off, base_off)]
+            for rates, base in pair if round_ % 2 == 0 else pair[::-1]:
+                rates.append(asyncio.run(predict_rate(base, texts, args.seconds, 32)))
         results["predict"] = {
             "with_logging": statistics.median(on),
             "without_logging": statistics.median(off),
             "rounds_with": on,
             "rounds_without": off,
         }
+        n = args.samples  # feedback last: the prediction comparison runs on fresh servers
+        results["single"] = asyncio.run(
+            feedback_rate(base_on, unique_samples(rows, n // 5, "s"), 1, args.concurrency)
+        )
+        results["batched_100"] = asyncio.run(
+            feedback_rate(base_on, unique_samples(rows, n, "b"), 100, 4)
+        )
     finally:
         stop_server(logged)
         stop_server(unlogged)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter rounds")
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args(argv)
-    args.samples, args.rounds, args.seconds = (2_000, 2, 4.0) if args.quick else (20_000, 3, 10.0)
+    args.samples, args.rounds, args.seconds = (2_000, 2, 4.0) if args.quick else (20_000, 4, 10.0)
     rows = load_train(args.data)
     with tempfile.TemporaryDirectory(prefix="livetune-bench-") as scratch:
         results = measure(args, rows, Path(scratch))

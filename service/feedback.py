@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from training.store import FeedbackStore, NewSample
 
 MAX_LISTED_LABELS = 200
+# Another worker may have served a prediction a moment ago and not yet written it.
+LATE_PREDICTION_WAIT_S = 0.25
 
 
 def resolve_samples(
@@ -14,7 +17,7 @@ def resolve_samples(
 ) -> tuple[list[NewSample], list[dict]]:
     """(samples ready to store, errors by index); store nothing when errors is not empty."""
     valid = set(label_names)
-    by_id = store.get_predictions([s.prediction_id for s in samples if s.prediction_id])
+    by_id = find_predictions(store, [s.prediction_id for s in samples if s.prediction_id])
     by_text = store.latest_prediction_for_text([s.text for s in samples if s.text])
     resolved, errors = [], []
     for index, sample in enumerate(samples):
@@ -43,6 +46,15 @@ def resolve_samples(
             )
         )
     return resolved, errors
+
+
+def find_predictions(store: FeedbackStore, ids: list[str]) -> dict:
+    found = store.get_predictions(ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        time.sleep(LATE_PREDICTION_WAIT_S)
+        found.update(store.get_predictions(missing))
+    return found
 
 
 def _unknown_label(index: int, label: str, label_names: Sequence[str]) -> dict:

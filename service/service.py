@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from service.feedback import resolve_samples
 from service.limits import BodySizeLimit
+from service.prediction_log import PredictionLog
 from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
 from training.predictor import Prediction, Predictor, zero_shot_predictor
 from training.settings import load_settings
@@ -33,6 +34,7 @@ READY_WAIT_S = 60.0
     workers=settings.workers,
     traffic={"timeout": 120},
     endpoints={"livez": "/livez", "readyz": "/readyz"},
+    logging={"access": {"enabled": settings.access_log}},
 )
 class Livetune:
     """Text classification on a pretrained encoder plus the current LoRA adapter."""
@@ -45,6 +47,7 @@ class Livetune:
             prediction_max_count=settings.prediction_retention_count,
             prediction_max_age_s=settings.prediction_retention_hours * 3600,
         )
+        self.prediction_log = PredictionLog(self.store)
         self.predictor: Predictor | None = None
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
@@ -95,6 +98,7 @@ class Livetune:
     def feedback(self, samples: Samples) -> FeedbackOut:
         """Store labeled corrections, by text or by prediction_id; all or nothing, durable."""
         names = [label.name for label in self.labels]
+        self.prediction_log.flush()  # ids this worker just served must be findable
         resolved, errors = resolve_samples(samples, names, self.store)
         if errors:
             message = f"{len(errors)} invalid sample(s); nothing was stored"
@@ -105,15 +109,13 @@ class Livetune:
         )
 
     def _remember(self, texts: list[str], answers: list[PredictionOut]) -> None:
-        """One write per batch, so feedback can cite a prediction_id."""
-        records = [
-            PredictionRecord(a.prediction_id, text, a.label, a.score, a.adapter)
-            for text, a in zip(texts, answers)
-        ]
-        try:
-            self.store.log_predictions(records)
-        except Exception:  # serving goes on; only feedback by id for this batch is lost
-            log.exception("could not log %d predictions", len(records))
+        """Queue the batch for the prediction log, so feedback can cite a prediction_id."""
+        self.prediction_log.add(
+            [
+                PredictionRecord(a.prediction_id, text, a.label, a.score, a.adapter)
+                for text, a in zip(texts, answers)
+            ]
+        )
 
     def _ready_predictor(self) -> Predictor:
         self._loaded.wait(READY_WAIT_S)

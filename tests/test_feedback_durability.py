@@ -96,3 +96,20 @@ def test_two_workers_writing_at_once_store_everything(tmp_path, tiny_model_dir):
     db = sqlite3.connect(tmp_path / "data" / "feedback.sqlite3")
     assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 2_000
     db.close()
+
+
+def test_feedback_by_id_right_after_predict_works_across_workers(tmp_path, tiny_model_dir):
+    process, base = tiny_server(tmp_path, tiny_model_dir, workers=2)
+
+    def predict_then_correct(i: int) -> int:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            [served] = client.post("/predict", json={"texts": [f"my card {i}"]}).json()
+            sample = {"prediction_id": served["prediction_id"], "label": "lost_card"}
+            return client.post("/feedback", json={"samples": [sample]}).status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(predict_then_correct, range(60)))
+    finally:
+        stop_server(process)
+    assert statuses == [200] * 60

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         "auto", description="auto = bf16 where supported (CPU batches >= 8, CUDA), else fp32."
     )
     workers: int = Field(1, ge=1, le=64, description="BentoML worker processes for the API.")
+    access_log: bool = Field(True, description="BentoML's per-request access log line.")
     threads: int = Field(
         0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
     )
