@@ -112,7 +112,14 @@ class Livetune:
         """Queue the batch for the prediction log, so feedback can cite a prediction_id."""
         self.prediction_log.add(
             [
-                PredictionRecord(a.prediction_id, text, a.label, a.score, a.adapter)
+                PredictionRecord(
+                    a.prediction_id,
+                    text,
+                    a.label,
+                    a.score,
+                    a.adapter,
+                    top=tuple((t.label, t.score) for t in a.top),
+                )
                 for text, a in zip(texts, answers)
             ]
         )

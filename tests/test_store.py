@@ -90,8 +90,11 @@ def test_count_after_cursor(store):
 
 
 def test_predictions_are_found_by_id_and_by_text(store):
-    store.log_predictions([PredictionRecord("p1", "Hello there", "greet", 0.9, "base")])
-    assert store.get_predictions(["p1", "nope"])["p1"].label == "greet"
+    top = (("greet", 0.9), ("bye", 0.1))
+    store.log_predictions([PredictionRecord("p1", "Hello there", "greet", 0.9, "base", top=top)])
+    found = store.get_predictions(["p1", "nope"])
+    assert set(found) == {"p1"}
+    assert (found["p1"].label, found["p1"].top) == ("greet", top)
     assert store.latest_prediction_for_text(["hello   there"])["hello   there"].id == "p1"
 
 

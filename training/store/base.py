@@ -17,6 +17,7 @@ class PredictionRecord:
     score: float
     adapter: str
     created_at: float = 0.0
+    top: tuple[tuple[str, float], ...] = ()  # the top-k (label, probability) pairs served
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ uses synchronous=NORMAL: it never blocks /predict on an fsync.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     label TEXT NOT NULL,
     score REAL NOT NULL,
     adapter TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    top TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key);
@@ -188,11 +190,22 @@ class SQLiteFeedbackStore(FeedbackStore):
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
         now = time.time()
         rows = [
-            (r.id, r.text, text_key(r.text), r.label, r.score, r.adapter, r.created_at or now)
+            (
+                r.id,
+                r.text,
+                text_key(r.text),
+                r.label,
+                r.score,
+                r.adapter,
+                r.created_at or now,
+                json.dumps(r.top),
+            )
             for r in records
         ]
         with self._lock, transaction(self._predictions) as db:
-            db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
             if now - self._last_prune > PRUNE_EVERY_S:
                 self._prune(db, now)
                 self._last_prune = now
@@ -226,13 +239,15 @@ class SQLiteFeedbackStore(FeedbackStore):
             for start in range(0, len(values), 500):  # SQLite caps bound parameters
                 chunk = values[start : start + 500]
                 rows = self._predictions.execute(
-                    f"SELECT {column}, id, text, label, score, adapter, created_at FROM predictions"
+                    f"SELECT {column}, id, text, label, score, adapter, created_at, top"
+                    " FROM predictions"
                     f" WHERE {column} IN ({','.join('?' * len(chunk))}) AND created_at >= ?"
                     " ORDER BY created_at",
                     [*chunk, cutoff],
                 ).fetchall()
-                for value, *fields in rows:
-                    found[value] = PredictionRecord(*fields)  # later rows win: the latest
+                for value, *fields, top in rows:  # later rows win: the latest
+                    pairs = tuple((label, score) for label, score in json.loads(top))
+                    found[value] = PredictionRecord(*fields, top=pairs)
         return found
 
     def close(self) -> None:
