@@ -68,3 +68,13 @@ def test_local_base_model_folder_is_accepted(monkeypatch, tiny_model_dir):
     monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
     monkeypatch.setenv("LIVETUNE_BASE_MODEL", str(tiny_model_dir))
     assert load_settings().base_model == str(tiny_model_dir)
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from training.settings import ENV_PREFIX, Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f for f in Settings.model_fields if f"`{ENV_PREFIX}{f.upper()}`" not in readme]
+    assert missing == []
