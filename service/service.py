@@ -41,6 +41,7 @@ class Livetune:
 
     def __init__(self) -> None:
         self.labels = settings.label_set()
+        self.label_names = [label.name for label in self.labels]
         self.store = SQLiteFeedbackStore(
             settings.data_dir,
             validation_percent=settings.validation_percent,
@@ -97,9 +98,8 @@ class Livetune:
     @bentoml.api
     def feedback(self, samples: Samples) -> FeedbackOut:
         """Store labeled corrections, by text or by prediction_id; all or nothing, durable."""
-        names = [label.name for label in self.labels]
         self.prediction_log.flush()  # ids this worker just served must be findable
-        resolved, errors = resolve_samples(samples, names, self.store)
+        resolved, errors = resolve_samples(samples, self.label_names, self.store)
         if errors:
             message = f"{len(errors)} invalid sample(s); nothing was stored"
             return JSONResponse({"error": message, "detail": errors}, status_code=400)

@@ -107,7 +107,10 @@ class SQLiteFeedbackStore(FeedbackStore):
         self.validation_percent = validation_percent
         self.prediction_max_count = prediction_max_count
         self.prediction_max_age_s = prediction_max_age_s
-        self._lock = threading.Lock()  # one connection each, shared by this process's threads
+        # A connection per database, each shared by this process's threads under its own
+        # lock, so the prediction-log writer never holds up a correction (or the reverse).
+        self._samples_lock = threading.Lock()
+        self._predictions_lock = threading.Lock()
         self._samples = connect(self.data_dir / "feedback.sqlite3", "FULL", SAMPLES_SCHEMA)
         self._predictions = connect(
             self.data_dir / "predictions.sqlite3", "NORMAL", PREDICTIONS_SCHEMA
@@ -116,17 +119,18 @@ class SQLiteFeedbackStore(FeedbackStore):
 
     def add_samples(self, samples: Sequence[NewSample]) -> AddResult:
         ids, duplicates, now = [], 0, time.time()
-        with self._lock, transaction(self._samples) as db:
+        with self._samples_lock, transaction(self._samples) as db:
             for sample in samples:
-                existing = self._existing(db, sample)
+                key = text_key(sample.text)
+                existing = self._existing(db, sample, key)
                 if existing is not None:
                     ids.append(existing)
                     duplicates += 1
                     continue
-                ids.append(self._insert(db, sample, now))
+                ids.append(self._insert(db, sample, key, now))
         return AddResult(ids=ids, duplicates=duplicates)
 
-    def _existing(self, db: sqlite3.Connection, sample: NewSample) -> int | None:
+    def _existing(self, db: sqlite3.Connection, sample: NewSample, key: str) -> int | None:
         """The id already stored for a replayed client id or an identical active sample."""
         if sample.client_id is not None:
             row = db.execute(
@@ -136,12 +140,11 @@ class SQLiteFeedbackStore(FeedbackStore):
                 return row[0]
         row = db.execute(
             "SELECT id FROM samples WHERE text_key = ? AND superseded_by IS NULL AND label = ?",
-            (text_key(sample.text), sample.label),
+            (key, sample.label),
         ).fetchone()
         return row[0] if row else None
 
-    def _insert(self, db: sqlite3.Connection, sample: NewSample, now: float) -> int:
-        key = text_key(sample.text)
+    def _insert(self, db: sqlite3.Connection, sample: NewSample, key: str, now: float) -> int:
         cursor = db.execute(
             "INSERT INTO samples (client_id, text, text_key, label, split, source, prediction_id,"
             " predicted_label, adapter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -177,12 +180,12 @@ class SQLiteFeedbackStore(FeedbackStore):
         if split is not None:
             query += " AND split = ?"
             params.append(split)
-        with self._lock:
+        with self._samples_lock:
             rows = self._samples.execute(query + " ORDER BY id", params).fetchall()
         return (StoredSample(*row) for row in rows)
 
     def count_samples(self, *, after_id: int = 0) -> int:
-        with self._lock:
+        with self._samples_lock:
             return self._samples.execute(
                 "SELECT count(*) FROM samples WHERE id > ? AND superseded_by IS NULL", (after_id,)
             ).fetchone()[0]
@@ -202,7 +205,7 @@ class SQLiteFeedbackStore(FeedbackStore):
             )
             for r in records
         ]
-        with self._lock, transaction(self._predictions) as db:
+        with self._predictions_lock, transaction(self._predictions) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
@@ -221,7 +224,7 @@ class SQLiteFeedbackStore(FeedbackStore):
 
     def prune_predictions(self) -> None:
         """Apply the retention bounds now (they are otherwise applied every 30 s of logging)."""
-        with self._lock, transaction(self._predictions) as db:
+        with self._predictions_lock, transaction(self._predictions) as db:
             self._prune(db, time.time())
 
     def get_predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
@@ -235,7 +238,7 @@ class SQLiteFeedbackStore(FeedbackStore):
     def _find_predictions(self, column: str, values: list[str]) -> dict[str, PredictionRecord]:
         cutoff = time.time() - self.prediction_max_age_s
         found: dict[str, PredictionRecord] = {}
-        with self._lock:
+        with self._predictions_lock:
             for start in range(0, len(values), 500):  # SQLite caps bound parameters
                 chunk = values[start : start + 500]
                 rows = self._predictions.execute(
@@ -251,6 +254,6 @@ class SQLiteFeedbackStore(FeedbackStore):
         return found
 
     def close(self) -> None:
-        with self._lock:
+        with self._samples_lock, self._predictions_lock:
             self._samples.close()
             self._predictions.close()
