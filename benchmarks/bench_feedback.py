@@ -32,14 +32,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script, not only with -m
 
 import httpx  # noqa: E402
 
-from benchmarks.bench_predict import (  # noqa: E402
-    DEFAULT_DATA,
-    free_port,
-    server_env,
-    start_server,
-    stop_server,
-    wait_ready,
-)
+from benchmarks.bench_predict import DEFAULT_DATA  # noqa: E402
+from tests.server import free_port, log_path, log_tail, start_server, stop_server, wait_for  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "feedback.json"
 TARGET_BATCHED = 2_000.0
@@ -98,13 +92,16 @@ async def predict_rate(base: str, texts: list[str], seconds: float, concurrency:
 
 
 def start(data: Path, state: Path, **extra: str) -> tuple:
-    port = free_port()
     state.mkdir(parents=True, exist_ok=True)
-    env = server_env(data, state)
-    env.update(extra)
-    process = start_server(port, env, state / "server.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(process, base, state / "server.log")
+    port = free_port()
+    labels_file = str(data / "categories.json")
+    process, base = start_server(state, port, LIVETUNE_LABELS_FILE=labels_file, **extra)
+    try:
+        wait_for(f"{base}/readyz", process)
+    except BaseException:
+        print(log_tail(log_path(state, port)), file=sys.stderr)
+        stop_server(process)
+        raise
     return process, base
 
 

@@ -36,17 +36,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import gc
 import json
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +58,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from tests.server import free_port, log_path, log_tail, start_server, stop_server, wait_for  # noqa: E402
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
 from training.predictor import (  # noqa: E402
     CPU_BF16_MIN_BATCH,
@@ -77,7 +74,6 @@ SEED = 77
 TORCH_THREADS = 2
 BARE_TEMPLATE = "{name}"
 SERVICE_BATCH = 64  # texts per POST in the accuracy pass: the service's default cap
-READY_TIMEOUT_S = 180.0
 TARGET_SERVICE_VS_RAW = 0.9
 TARGET_SERVICE_VS_NAIVE = 3.0
 TARGET_ACCURACY = 0.65
@@ -346,99 +342,6 @@ def bare_name_labels(labels: list[Label], texts: list[str]) -> list[str]:
 # --- the service -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_env(data_dir: Path, state_dir: Path) -> dict[str, str]:
-    # Inherited LIVETUNE_* would make the server differ from the in-process defaults
-    # (and LIVETUNE_LABELS would clash with LIVETUNE_LABELS_FILE).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
-    env.update(
-        LIVETUNE_LABELS_FILE=str(data_dir / "categories.json"),
-        LIVETUNE_DATA_DIR=str(state_dir),
-        BENTOML_DO_NOT_TRACK="true",
-    )
-    return env
-
-
-def start_server(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    bentoml = Path(sys.executable).parent / "bentoml"
-    command = [
-        str(bentoml),
-        "serve",
-        "service.service:Livetune",
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-    ]
-    with open(log_path, "wb") as log:
-        # Own session: the server forks workers, and the whole group must go at the end.
-        return subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> float:
-    """Seconds until GET /readyz answers 200; fails fast if the server dies."""
-    start = time.perf_counter()
-    with httpx.Client(base_url=base_url, timeout=5, trust_env=False) as client:
-        while time.perf_counter() - start < READY_TIMEOUT_S:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_tail(log_path)}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return time.perf_counter() - start
-            except httpx.HTTPError:
-                pass  # not listening yet
-            time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f}s:\n{log_tail(log_path)}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's group, then SIGKILL what is left, workers included.
-
-    BentoML puts each worker in a process group of its own, so signalling the
-    server's group alone can leave a worker behind: they are tracked by pid.
-    """
-    workers = descendants(proc.pid)
-    signal_group(proc, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=15)
-    signal_group(proc, signal.SIGKILL)
-    proc.wait(timeout=10)
-    for worker in workers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.kill()
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group may be gone already
-        os.killpg(proc.pid, sig)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
-
-
 @dataclass
 class LoadSlice:
     texts_per_s: float
@@ -560,20 +463,19 @@ def measure_service(
     """Phases 2 and 5 against a real `bentoml serve`, always torn down afterwards."""
     say("service (bentoml serve, one worker)")
     with tempfile.TemporaryDirectory(prefix="livetune-bench-") as tmp:
-        log_path = Path(tmp) / "server.log"
-        state_dir = Path(tmp) / "data"
-        state_dir.mkdir()
         port = port or free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        proc = start_server(port, server_env(data_dir, state_dir), log_path)
+        labels_file = str(data_dir / "categories.json")
+        proc, base_url = start_server(Path(tmp), port, LIVETUNE_LABELS_FILE=labels_file)
         try:
-            ready_s = wait_ready(proc, base_url, log_path)
+            started = time.perf_counter()
+            wait_for(f"{base_url}/readyz", proc)
+            ready_s = time.perf_counter() - started
             say(f"  ready after {ready_s:.1f}s on port {port}")
             http = asyncio.run(measure_http(base_url, data, levels, profile, proc.pid))
             texts, _ = accuracy_set(data, profile)
             labels = service_labels(base_url, texts)
         except BaseException:
-            say(f"server log tail:\n{log_tail(log_path)}")
+            say(f"server log tail:\n{log_tail(log_path(Path(tmp), port))}")
             raise
         finally:
             stop_server(proc)

@@ -1,10 +1,14 @@
-"""Starting and stopping the real `bentoml serve` for integration tests."""
+"""Starting and stopping the real `bentoml serve`, for integration tests and benchmarks.
+
+Imports only the standard library, httpx and psutil, so benchmarks can use it too.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,14 +17,34 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.conftest import free_port
-
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 
-def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_path(tmp_path: Path, port: int) -> Path:
+    """Where the server started in `tmp_path` on `port` writes its output."""
+    return tmp_path / f"server-{port}.log"
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def start_server(
+    tmp_path: Path, port: int | None = None, **env: str
+) -> tuple[subprocess.Popen, str]:
+    """`bentoml serve` on loopback with its data in `tmp_path`/data; inherited LIVETUNE_*
+    variables are dropped so only `env` configures it."""
+    port = port or free_port()
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("LIVETUNE_")
     }
@@ -31,7 +55,7 @@ def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
         **env,
     )
     command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]
-    with open(tmp_path / f"server-{port}.log", "wb") as log:  # the child keeps its own copy
+    with open(log_path(tmp_path, port), "wb") as log:  # the child keeps its own copy
         process = subprocess.Popen(
             [*command, "--port", str(port)],
             cwd=ROOT,
