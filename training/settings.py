@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels, parse_labels
 from training.model import resolve_base_model
+from training.trainer import TrainConfig
 
 ENV_PREFIX = "LIVETUNE_"
 
@@ -20,7 +21,9 @@ class SettingsError(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     base_model: str = Field(
         "", description="Local model folder or hub id; empty = the embedded all-MiniLM-L6-v2."
@@ -68,6 +71,35 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="BentoML's per-request access log line.")
     threads: int = Field(
         0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
+    )
+
+    trainer: bool = Field(True, description="Run the Trainer service inside `bentoml serve`.")
+    train_min_new_samples: int = Field(
+        50, ge=1, description="New corrections since the last run that start a training run."
+    )
+    train_max_interval_s: float = Field(
+        3_600.0, gt=0, description="Train anyway once a pending correction has waited this long."
+    )
+    train_poll_s: float = Field(
+        5.0, gt=0, le=3_600, description="How often the trainer looks for new corrections."
+    )
+    train_failure_backoff_s: float = Field(
+        300.0, ge=0, description="Pause after a failed run before the next automatic one."
+    )
+    train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs.")
+    train_threads: int = Field(
+        0, ge=0, le=256, description="Torch threads for training on CPU; 0 = half the cores."
+    )
+    promotion_margin: float = Field(
+        0.0, ge=-1, le=1, description="Candidate must beat current validation accuracy by this."
+    )
+    min_validation_samples: int = Field(
+        20, ge=0, description="Validation samples needed before any promotion."
+    )
+    keep_adapters: int = Field(20, ge=1, description="Adapter versions kept (plus the active one).")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Hyper-parameters, one variable each: LIVETUNE_TRAIN__EPOCHS=5 and so on.",
     )
 
     @field_validator("labels", mode="before")
@@ -139,7 +171,7 @@ def load_settings(*, require_labels: bool = True, **overrides: Any) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        field = str(error["loc"][0]) if error["loc"] else ""
+        field = "__".join(str(part) for part in error["loc"][:2])
         variable = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
         lines.append(f"{variable}: {error['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -6,6 +6,7 @@ from training.store.base import (
     NewSample,
     PredictionRecord,
     StoredSample,
+    TrainingRun,
 )
 from training.store.sqlite import SQLiteFeedbackStore
 
@@ -16,4 +17,5 @@ __all__ = [
     "PredictionRecord",
     "SQLiteFeedbackStore",
     "StoredSample",
+    "TrainingRun",
 ]

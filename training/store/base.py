@@ -54,6 +54,27 @@ class AddResult:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run: what started it, what it trained on, and how it ended."""
+
+    id: int
+    trigger: str  # "samples", "interval", "manual"
+    state: str  # "running", "promoted", "rejected", "failed"
+    reason: str | None
+    started_at: float
+    finished_at: float | None
+    parent: str | None  # the adapter in service when the run started ("base" if none)
+    candidate: str | None  # the version the run produced, if it got that far
+    data_cursor: int  # highest sample id the run could see
+    train_samples: int
+    validation_samples: int
+    report: dict  # metrics, timings, hyper-parameters
+
+
+RUN_STATES = ("running", "promoted", "rejected", "failed")
+
+
 class FeedbackStore(abc.ABC):
     """Labeled corrections (durable, append-only with supersede) and a bounded prediction log."""
 
@@ -72,6 +93,10 @@ class FeedbackStore(abc.ABC):
         """How many active samples have an id above `after_id` (the training cursor)."""
 
     @abc.abstractmethod
+    def oldest_sample_time(self, *, after_id: int = 0) -> float | None:
+        """created_at of the oldest active sample above `after_id`, None if there is none."""
+
+    @abc.abstractmethod
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Remember served predictions (one write per batch) and prune past retention."""
 
@@ -82,6 +107,36 @@ class FeedbackStore(abc.ABC):
     @abc.abstractmethod
     def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, PredictionRecord]:
         """The most recent remembered prediction for each text (by normalised text)."""
+
+    @abc.abstractmethod
+    def start_run(
+        self, *, trigger: str, parent: str | None, data_cursor: int, train_samples: int,
+        validation_samples: int,
+    ) -> int:  # fmt: skip
+        """Record a run as `running`, durably; returns its id."""
+
+    @abc.abstractmethod
+    def finish_run(
+        self, run_id: int, *, state: str, reason: str | None, candidate: str | None, report: dict
+    ) -> None:
+        """Record how a run ended: promoted, rejected or failed, and why."""
+
+    @abc.abstractmethod
+    def runs(self, *, limit: int = 20) -> list[TrainingRun]:
+        """The most recent training runs, newest first."""
+
+    @abc.abstractmethod
+    def fail_interrupted_runs(self, reason: str) -> int:
+        """Mark runs still `running` as failed (their process died); call under the run lock."""
+
+    def last_run(self) -> TrainingRun | None:
+        """The most recent training run, if any."""
+        runs = self.runs(limit=1)
+        return runs[0] if runs else None
+
+    def max_sample_id(self) -> int:
+        """The highest sample id stored so far (0 when empty): a data cursor."""
+        return max((s.id for s in self.samples(include_superseded=True)), default=0)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -22,6 +22,7 @@ from training.store.base import (
     NewSample,
     PredictionRecord,
     StoredSample,
+    TrainingRun,
 )
 
 BUSY_TIMEOUT_MS = 60_000
@@ -43,7 +44,25 @@ CREATE TABLE IF NOT EXISTS samples (
     superseded_by INTEGER REFERENCES samples(id)
 );
 CREATE INDEX IF NOT EXISTS samples_active_key ON samples(text_key) WHERE superseded_by IS NULL;
+CREATE TABLE IF NOT EXISTS training_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'promoted', 'rejected', 'failed')),
+    reason TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    parent TEXT,
+    candidate TEXT,
+    data_cursor INTEGER NOT NULL,
+    train_samples INTEGER NOT NULL,
+    validation_samples INTEGER NOT NULL,
+    report TEXT NOT NULL DEFAULT '{}'
+);
 """
+RUN_COLUMNS = (
+    "id, trigger, state, reason, started_at, finished_at, parent, candidate, data_cursor,"
+    " train_samples, validation_samples, report"
+)
 PREDICTIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     id TEXT PRIMARY KEY,
@@ -189,6 +208,54 @@ class SQLiteFeedbackStore(FeedbackStore):
             return self._samples.execute(
                 "SELECT count(*) FROM samples WHERE id > ? AND superseded_by IS NULL", (after_id,)
             ).fetchone()[0]
+
+    def oldest_sample_time(self, *, after_id: int = 0) -> float | None:
+        with self._samples_lock:
+            return self._samples.execute(
+                "SELECT min(created_at) FROM samples WHERE id > ? AND superseded_by IS NULL",
+                (after_id,),
+            ).fetchone()[0]
+
+    def max_sample_id(self) -> int:
+        with self._samples_lock:
+            return self._samples.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
+
+    # Training runs live next to the samples they trained on, in the durable database.
+    def start_run(
+        self, *, trigger: str, parent: str | None, data_cursor: int, train_samples: int,
+        validation_samples: int,
+    ) -> int:  # fmt: skip
+        with self._samples_lock, transaction(self._samples) as db:
+            return db.execute(
+                "INSERT INTO training_runs (trigger, state, started_at, parent, data_cursor,"
+                " train_samples, validation_samples) VALUES (?, 'running', ?, ?, ?, ?, ?)",
+                (trigger, time.time(), parent, data_cursor, train_samples, validation_samples),
+            ).lastrowid
+
+    def finish_run(
+        self, run_id: int, *, state: str, reason: str | None, candidate: str | None, report: dict
+    ) -> None:
+        with self._samples_lock, transaction(self._samples) as db:
+            db.execute(
+                "UPDATE training_runs SET state = ?, reason = ?, candidate = ?, report = ?,"
+                " finished_at = ? WHERE id = ?",
+                (state, reason, candidate, json.dumps(report), time.time(), run_id),
+            )
+
+    def runs(self, *, limit: int = 20) -> list[TrainingRun]:
+        with self._samples_lock:
+            rows = self._samples.execute(
+                f"SELECT {RUN_COLUMNS} FROM training_runs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [TrainingRun(*row[:-1], report=json.loads(row[-1])) for row in rows]
+
+    def fail_interrupted_runs(self, reason: str) -> int:
+        with self._samples_lock, transaction(self._samples) as db:
+            return db.execute(
+                "UPDATE training_runs SET state = 'failed', reason = ?, finished_at = ?"
+                " WHERE state = 'running'",
+                (reason, time.time()),
+            ).rowcount
 
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
         now = time.time()

@@ -1,0 +1,184 @@
+"""A whole training run on a tiny model: feedback in, adapter published (or refused) out."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from tests.conftest import TOY_LABELS
+from training.job import JobConfig, TrainingBusy, TrainingJob
+from training.labels import Label
+from training.registry import AdapterRegistry
+from training.store import NewSample, SQLiteFeedbackStore
+from training.trainer import TrainConfig
+
+KEYWORDS = {
+    "lost_card": ["lost", "stolen", "card"],
+    "exchange_rate": ["exchange", "rate", "euro", "dollar"],
+    "refund_request": ["refund", "back", "money"],
+}
+FILLER = ["hello", "world", "i", "my", "the", "a", "is", "want", "to", "know", "please", "how"]
+TINY_TRAIN = TrainConfig(
+    epochs=25,
+    batch_size=16,
+    learning_rate=2e-2,
+    head_learning_rate=1e-2,
+    head_fit_steps=60,
+    max_tokens=16,
+    margin=0.1,
+)
+
+
+def toy_samples(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Distinct texts whose label is given away by one keyword among filler words."""
+    rng, seen, samples = random.Random(seed), set(), []
+    while len(samples) < count:
+        label = rng.choice(TOY_LABELS)
+        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[label])]
+        rng.shuffle(words)
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            samples.append((text, label))
+    return samples
+
+
+@pytest.fixture
+def job(tmp_path, tiny_model_dir):
+    store = SQLiteFeedbackStore(tmp_path, validation_percent=30)
+    registry = AdapterRegistry(tmp_path / "adapters", keep=3)
+    config = JobConfig(
+        base_model=str(tiny_model_dir),
+        labels=[Label(name) for name in TOY_LABELS],
+        label_template="{name}",
+        train=TINY_TRAIN,
+        device="cpu",
+        min_new_samples=20,
+        min_validation_samples=10,
+    )
+    yield TrainingJob(tmp_path, store, registry, config)
+    store.close()
+
+
+def add(job: TrainingJob, samples) -> None:
+    job.store.add_samples([NewSample(text, label, source="test") for text, label in samples])
+
+
+def test_a_run_on_a_learnable_task_is_promoted_with_its_evidence(job):
+    add(job, toy_samples(240))
+    run = job.run("manual")
+    gate = run.report["gate"]
+    assert run.state == "promoted", run.reason
+    assert gate["candidate_accuracy"] >= 0.9 > gate["current_accuracy"]
+    assert job.registry.current() == run.candidate
+    manifest = job.registry.get(run.candidate).manifest
+    assert manifest["parent"] == "base"
+    assert manifest["metrics"]["validation_accuracy"] == gate["candidate_accuracy"]
+    assert manifest["data_cursor"] == run.data_cursor == job.store.max_sample_id()
+    assert manifest["base_model"]["fingerprint"]
+    assert manifest["hyperparameters"]["epochs"] == TINY_TRAIN.epochs
+    assert run.train_samples + run.validation_samples == 240
+
+
+def test_a_candidate_trained_on_wrong_labels_is_rejected_and_current_kept(job):
+    samples = toy_samples(240)
+    add(job, samples)
+    good = job.run("manual")
+    assert good.state == "promoted", good.reason
+    # Every training text gets a wrong label (rotated); validation texts keep the truth.
+    rotate = {a: b for a, b in zip(TOY_LABELS, TOY_LABELS[1:] + TOY_LABELS[:1])}
+    train_texts = {s.text for s in job.store.samples(split="train")}
+    add(job, [(text, rotate[label]) for text, label in samples if text in train_texts])
+    bad = job.run("manual")
+    assert bad.state == "rejected", bad.reason
+    assert bad.report["warm_start"] == good.candidate
+    assert bad.report["gate"]["candidate_accuracy"] < bad.report["gate"]["current_accuracy"]
+    assert bad.candidate is None
+    assert job.registry.current() == good.candidate
+    assert [v.version for v in job.registry.versions()] == [good.candidate]
+
+
+def test_too_little_validation_evidence_is_never_promoted(job):
+    add(job, toy_samples(20))
+    run = job.run("manual")
+    assert run.state == "rejected"
+    assert "validation samples" in run.reason
+    assert job.registry.current() is None
+
+
+def test_no_samples_is_a_recorded_rejection(job):
+    run = job.run("manual")
+    assert (run.state, run.reason) == ("rejected", "no training samples yet")
+    assert job.store.last_run().id == run.id
+
+
+def test_due_after_enough_new_samples_and_after_the_interval(job):
+    assert job.due() is None
+    add(job, toy_samples(5))
+    assert job.due() is None
+    assert job.due(now=job.store.oldest_sample_time() + 3_600) == "interval"
+    add(job, toy_samples(30, seed=1))
+    assert job.due() == "samples"
+    job.store.finish_run(
+        job.store.start_run(
+            trigger="samples",
+            parent="base",
+            data_cursor=job.store.max_sample_id(),
+            train_samples=0,
+            validation_samples=0,
+        ),
+        state="rejected",
+        reason="test",
+        candidate=None,
+        report={},
+    )
+    assert job.pending() == 0
+    assert job.due() is None
+
+
+def test_a_failed_run_backs_off(job):
+    add(job, toy_samples(30))
+    run_id = job.store.start_run(
+        trigger="samples", parent="base", data_cursor=0, train_samples=0, validation_samples=0
+    )
+    job.store.finish_run(run_id, state="failed", reason="boom", candidate=None, report={})
+    assert job.due() is None
+    assert job.due(now=job.store.last_run().finished_at + 301) == "samples"
+
+
+def test_one_run_at_a_time_and_interrupted_runs_are_marked_failed(job):
+    add(job, toy_samples(30))
+    crashed = job.store.start_run(
+        trigger="samples", parent="base", data_cursor=0, train_samples=0, validation_samples=0
+    )
+    with job._lock():
+        errors = []
+        thread = threading.Thread(target=lambda: errors.append(_busy(job)))
+        thread.start()
+        thread.join()
+        assert errors == [True]
+    job.run("manual")
+    runs = {run.id: run for run in job.store.runs()}
+    assert runs[crashed].state == "failed"
+    assert "interrupted" in runs[crashed].reason
+
+
+def _busy(job: TrainingJob) -> bool:
+    try:
+        job.run("manual")
+    except TrainingBusy:
+        return True
+    return False
+
+
+def test_a_broken_base_model_is_a_failed_run_not_a_crash(job, tmp_path):
+    add(job, toy_samples(40))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    job.config = JobConfig(**{**vars(job.config), "base_model": str(tmp_path / "broken")})
+    run = job.run("manual")
+    assert run.state == "failed"
+    assert run.reason
+    assert job.registry.current() is None

@@ -1,0 +1,109 @@
+"""What goes in an adapter folder and how it is put on a model: LoRA weights + head.
+
+A folder holds peft's `adapter_model.safetensors` and `adapter_config.json`, our
+`head.safetensors` (the cosine head, with the label names in its metadata) and the
+registry's `manifest.json`. Everything is safetensors or JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from training.model import TextClassifier
+from training.registry import RegistryError, check_entries
+
+HEAD_FILE = "head.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class AdapterMismatch(RegistryError):
+    """An adapter that does not fit the base model this process runs."""
+
+
+def fingerprint(encoder: torch.nn.Module) -> str:
+    """sha256 of the base encoder's architecture and weights: which base model this is."""
+    digest = hashlib.sha256()
+    config = getattr(encoder, "config", None)
+    if config is not None:
+        keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+        digest.update(json.dumps({k: getattr(config, k, None) for k in keys}).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        if "lora_" in name:  # a peft-wrapped encoder: fingerprint the base part only
+            continue
+        digest.update(name.removeprefix("base_model.model.").encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_compatible(manifest: dict, version: str, base_fingerprint: str, base_id: str) -> None:
+    """Refuse an adapter trained on another base model, naming both and the fix."""
+    trained_on = manifest.get("base_model") or {}
+    if trained_on.get("fingerprint") == base_fingerprint:
+        return
+    raise AdapterMismatch(
+        f"adapter {version} was trained on base model {trained_on.get('id', '?')!r} "
+        f"(fingerprint {str(trained_on.get('fingerprint'))[:12]}), but this service runs "
+        f"{base_id!r} (fingerprint {base_fingerprint[:12]}): set LIVETUNE_BASE_MODEL back "
+        "to the model it was trained on, or activate an adapter trained on this one"
+    )
+
+
+def attach_lora(model: TextClassifier, config, warm_start: Path | None = None) -> None:
+    """Wrap the encoder with a trainable LoRA: a fresh one, or a copy of `warm_start`'s."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if warm_start is not None:
+        check_entries(warm_start)
+        model.encoder = PeftModel.from_pretrained(model.encoder, warm_start, is_trainable=True)
+        return
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+    )
+    model.encoder = get_peft_model(model.encoder, lora)
+
+
+def save_adapter(model: TextClassifier, label_names: Sequence[str], folder: Path) -> None:
+    """Write the encoder's LoRA weights (peft) and the head into `folder`."""
+    model.encoder.save_pretrained(folder, safe_serialization=True)
+    head = model.head
+    tensors = {
+        "weight": head.weight.detach().float().cpu().contiguous(),
+        "bias": head.bias.detach().float().cpu().contiguous(),
+        "log_scale": head.log_scale.detach().float().cpu().reshape(1).contiguous(),
+    }
+    save_file(tensors, folder / HEAD_FILE, metadata={"labels": json.dumps(list(label_names))})
+
+
+def load_head(model: TextClassifier, label_names: Sequence[str], folder: Path) -> int:
+    """Copy the saved head rows into `model.head`, matched by label name.
+
+    Labels the adapter has never seen keep their current (zero-shot) row, so a label
+    added to the set after training still gets sensible predictions. Returns how many
+    labels were matched.
+    """
+    with safe_open(folder / HEAD_FILE, framework="pt") as saved:
+        saved_labels = json.loads((saved.metadata() or {}).get("labels", "[]"))
+        weight, bias = saved.get_tensor("weight"), saved.get_tensor("bias")
+        log_scale = saved.get_tensor("log_scale")
+    if weight.shape[0] != len(saved_labels) or weight.shape[1] != model.head.weight.shape[1]:
+        raise AdapterMismatch(f"{folder.name}: head shape {tuple(weight.shape)} does not fit")
+    rows = {name: i for i, name in enumerate(saved_labels)}
+    matched = 0
+    with torch.no_grad():
+        for i, name in enumerate(label_names):
+            if name in rows:
+                model.head.weight[i] = weight[rows[name]]
+                model.head.bias[i] = bias[rows[name]]
+                matched += 1
+        model.head.log_scale.copy_(log_scale.reshape(()))
+    return matched

@@ -1,0 +1,273 @@
+"""Adapter registry on the local file system: published versions and the active one.
+
+Crash safety: a version is written into a `.staging-*` folder and renamed into place
+only once complete, and CURRENT is swapped with os.replace, so after a crash at any
+moment every version folder is whole and CURRENT names a whole version or is absent.
+Readers in other processes therefore never see a half-written version or CURRENT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# [0-9], not \d: \d also matches non-ASCII digits. \Z, not $: $ accepts a trailing newline.
+VERSION_PATTERN = re.compile(r"\Av([0-9]{4,})-[0-9]{8}T[0-9]{6}(?:-[0-9]+)?\Z")
+# Pickle-based formats (.bin .pt .pkl) can run code when loaded, so they are refused.
+ALLOWED_SUFFIXES = (".safetensors", ".json", ".txt", ".md")
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+STAGING_PREFIX = ".staging-"
+
+
+class RegistryError(Exception):
+    """A registry problem; the message says what is wrong and what to do."""
+
+
+class InvalidVersion(RegistryError):
+    """A version name that is malformed, unknown, or escapes the registry."""
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """A published adapter: its name, its folder and its parsed manifest.json."""
+
+    version: str
+    path: Path
+    manifest: dict
+
+
+def check_name(version: object) -> str:
+    """The version name itself, or InvalidVersion saying why it cannot be one."""
+    if not isinstance(version, str):
+        raise InvalidVersion(f"adapter version must be a string, not {type(version).__name__}")
+    if "\x00" in version:
+        reason = "contains a NUL byte"
+    elif "/" in version or "\\" in version:
+        reason = "contains a path separator"
+    elif not VERSION_PATTERN.match(version):
+        reason = "does not look like vNNNN-YYYYMMDDTHHMMSS"
+    else:
+        return version
+    raise InvalidVersion(f"invalid adapter version {version!r}: {reason}; use a listed version")
+
+
+def sequence_number(version: str) -> int:
+    return int(VERSION_PATTERN.match(version).group(1))
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry list to disk (a folder must be opened read-only)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_entries(folder: Path) -> None:
+    """Refuse anything in a version folder the loader must not touch."""
+    for entry in os.scandir(folder):
+        where = f"{folder.name}/{entry.name}"
+        if entry.is_symlink():
+            problem = "is a symlink, which could point outside the registry"
+        elif not entry.is_file(follow_symlinks=False):
+            problem = "is not a regular file; version folders are flat"
+        elif not entry.name.endswith(ALLOWED_SUFFIXES):
+            problem = "is refused: only safetensors and json files are loaded (pickle runs code)"
+        else:
+            continue
+        raise RegistryError(f"{where} {problem}; remove {entry.path}")
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write and fsync manifest.json, refusing anything JSON cannot hold."""
+    try:
+        text = json.dumps(manifest, indent=2, sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise RegistryError(f"manifest is not plain JSON: {err}; use str/num/list/dict") from err
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class AdapterRegistry:
+    """Versioned adapter folders under one root, and the CURRENT pointer to the active one."""
+
+    def __init__(self, root: str | Path, keep: int = 20):
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0 versions, got {keep}")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        # Resolved once, so "directly inside root" compares against the real folder.
+        self.root = Path(root).resolve()
+        self.keep = keep
+        self._last_sequence = 0
+        self._lock = threading.Lock()
+
+    def _names(self) -> list[str]:
+        """Entries whose name looks like a version, valid or not, oldest first."""
+        names = [name for name in os.listdir(self.root) if VERSION_PATTERN.match(name)]
+        return sorted(names, key=lambda name: (sequence_number(name), name))
+
+    def new_version_name(self) -> str:
+        """The next sequence number and the UTC time: `v0007-20261123T101502`."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        with self._lock:
+            # Remembering the last number handed out keeps names unique within a second
+            # even before the earlier one is published.
+            existing = max(map(sequence_number, self._names()), default=0)
+            self._last_sequence = max(existing, self._last_sequence) + 1
+            return f"v{self._last_sequence:04d}-{stamp}"
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh empty folder to write a version into; removed if the body raises."""
+        path = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        path.mkdir()
+        try:
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def publish(self, staging: Path, version: str, manifest: dict) -> AdapterVersion:
+        """Write manifest.json into `staging` and rename it to `version` (not activated)."""
+        check_name(version)
+        staging = self._check_staging(Path(staging))
+        target = self.root / version
+        if target.exists() or target.is_symlink():
+            raise RegistryError(f"adapter version {version!r} exists; use new_version_name()")
+        check_entries(staging)
+        full = {**manifest, "version": version}
+        write_manifest(staging / MANIFEST, full)
+        for entry in staging.iterdir():
+            fsync_path(entry)
+        fsync_path(staging)
+        os.rename(staging, target)
+        fsync_path(self.root)
+        return AdapterVersion(version, target, full)
+
+    def _check_staging(self, staging: Path) -> Path:
+        """Only a folder made by staging() may be published: never move anything else."""
+        if (
+            staging.is_symlink()
+            or not staging.is_dir()
+            or not staging.name.startswith(STAGING_PREFIX)
+            or staging.parent.resolve() != self.root
+        ):
+            raise RegistryError(
+                f"{staging} is not a staging folder of {self.root}; write into staging()"
+            )
+        return staging
+
+    def activate(self, version: str) -> AdapterVersion:
+        """Point CURRENT at a valid published version."""
+        adapter = self.get(version)
+        self._write_current(adapter.version + "\n")
+        return adapter
+
+    def _write_current(self, text: str) -> None:
+        temp = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}-{CURRENT}"
+        try:
+            with open(temp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.root / CURRENT)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        fsync_path(self.root)
+
+    def deactivate(self) -> None:
+        """Remove CURRENT, so the base model serves."""
+        (self.root / CURRENT).unlink(missing_ok=True)
+        fsync_path(self.root)
+
+    def current(self) -> str | None:
+        """The active version, or None when the base model serves (or CURRENT is unusable)."""
+        try:
+            name = (self.root / CURRENT).read_bytes().decode("utf-8", "replace").strip()
+        except FileNotFoundError:
+            return None
+        if not name:
+            return None
+        try:
+            return self.get(name).version
+        except RegistryError as err:
+            # A reader must keep serving: fall back to the base model and say why.
+            log.warning("CURRENT is not usable (%s); serving the base model", err)
+            return None
+
+    def get(self, version: str) -> AdapterVersion:
+        """A published version, after checking its name, its folder and its files."""
+        check_name(version)
+        path = self.root / version
+        if path.is_symlink():
+            raise InvalidVersion(f"adapter version {version!r} is a symlink; make it a folder")
+        if path.resolve().parent != self.root:
+            raise InvalidVersion(f"adapter version {version!r} escapes {self.root}")
+        if not path.is_dir():
+            known = ", ".join(self._names()) or "none"
+            raise InvalidVersion(f"unknown adapter version {version!r}; known versions: {known}")
+        check_entries(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RegistryError(f"{path} has no {MANIFEST}: never published; delete it") from None
+        except (UnicodeDecodeError, ValueError) as err:
+            raise RegistryError(f"{path / MANIFEST} is not valid JSON ({err}); delete it") from err
+        if not isinstance(manifest, dict):
+            raise RegistryError(f"{path / MANIFEST} is not a JSON object; delete {path}")
+        return AdapterVersion(version, path, manifest)
+
+    def versions(self) -> list[AdapterVersion]:
+        """Every valid published version, oldest first; invalid folders are logged and skipped."""
+        found = []
+        for name in self._names():
+            try:
+                found.append(self.get(name))
+            except RegistryError as err:
+                log.warning("skipping adapter folder %s: %s", name, err)
+        return found
+
+    def prune(self) -> list[str]:
+        """Delete all but the `keep` newest versions, always sparing CURRENT; returns names."""
+        current = self.current()
+        older = [v.version for v in self.versions()][: -self.keep or None]
+        removed = [name for name in older if name != current]
+        for name in removed:
+            # Rename first: a crash mid-delete leaves staging debris, never a partial version.
+            doomed = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            os.rename(self.root / name, doomed)
+            shutil.rmtree(doomed)
+        if removed:
+            fsync_path(self.root)
+        return removed
+
+    def clean_staging(self) -> int:
+        """Remove `.staging-*` debris left by a crash; call it only while no writer runs."""
+        count = 0
+        for entry in os.scandir(self.root):
+            if not entry.name.startswith(STAGING_PREFIX):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            count += 1
+        return count
