@@ -16,6 +16,7 @@ from service.feedback import resolve_samples
 from service.limits import BodySizeLimit
 from service.prediction_log import PredictionLog
 from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
+from service.trainer import Trainer, gpu_resources, use_bentoml_logging
 from training.predictor import Prediction, Predictor, zero_shot_predictor
 from training.settings import load_settings
 from training.store import PredictionRecord, SQLiteFeedbackStore
@@ -32,6 +33,7 @@ READY_WAIT_S = 60.0
 @bentoml.service(
     name="livetune",
     workers=settings.workers,
+    resources=gpu_resources(settings.gpu_fraction),
     traffic={"timeout": 120},
     endpoints={"livez": "/livez", "readyz": "/readyz"},
     logging={"access": {"enabled": settings.access_log}},
@@ -39,7 +41,11 @@ READY_WAIT_S = 60.0
 class Livetune:
     """Text classification on a pretrained encoder plus the current LoRA adapter."""
 
+    # The Trainer runs in its own process within the same `bentoml serve`.
+    trainer = bentoml.depends(Trainer) if settings.trainer else None
+
     def __init__(self) -> None:
+        use_bentoml_logging()
         self.labels = settings.label_set()
         self.label_names = [label.name for label in self.labels]
         self.store = SQLiteFeedbackStore(
@@ -107,6 +113,18 @@ class Livetune:
         return FeedbackOut(
             ids=result.ids, stored=len(result.ids) - result.duplicates, duplicates=result.duplicates
         )
+
+    @bentoml.api(route="/train")
+    def train(self) -> dict:
+        """Start a training run now; 409 if one is already running."""
+        if self.trainer is None:
+            return JSONResponse(
+                {"error": "the trainer is disabled (LIVETUNE_TRAINER=false)"}, status_code=409
+            )
+        answer = self.trainer.train()
+        if answer["already_running"]:
+            return JSONResponse({"error": "a training run is already in progress"}, 409)
+        return JSONResponse({"accepted": True}, status_code=202)
 
     def _remember(self, texts: list[str], answers: list[PredictionOut]) -> None:
         """Queue the batch for the prediction log, so feedback can cite a prediction_id."""

@@ -13,9 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
     env.update(LIVETUNE_DATA_DIR=str(tmp_path / "data"), LIVETUNE_LABELS="lost_card,refund")
+    env.update(settings)
     return subprocess.run(
         [sys.executable, "-m", "training", *args],
         cwd=ROOT,
@@ -88,3 +89,29 @@ def test_export_all_includes_superseded_history(tmp_path):
 def test_training_runs_without_bentoml(module):
     code = f"import sys, {module}; sys.exit('bentoml' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_run_once_trains_and_runs_lists_it(tmp_path, tiny_model_dir):
+    from tests.conftest import TOY_LABELS
+    from tests.test_job import toy_samples
+    from tests.test_trainer_service import TINY_TRAINING
+
+    path = tmp_path / "toy.csv"
+    rows = "".join(f"{text},{label}\n" for text, label in toy_samples(240))
+    path.write_text("text,label\n" + rows)
+    env = {
+        "LIVETUNE_BASE_MODEL": str(tiny_model_dir),
+        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
+        "LIVETUNE_LABEL_TEMPLATE": "{name}",
+        "LIVETUNE_VALIDATION_PERCENT": "30",
+        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
+        **TINY_TRAINING,
+    }
+    assert cli(tmp_path, "import", str(path), **env).returncode == 0
+    result = cli(tmp_path, "run", "--once", **env)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["state"] == "promoted", run["reason"]
+    assert (tmp_path / "data" / "adapters" / "CURRENT").read_text().strip() == run["candidate"]
+    listed = cli(tmp_path, "runs", **env)
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [run["id"]]

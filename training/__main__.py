@@ -1,4 +1,6 @@
-"""`python -m training import FILE | export`: seed the feedback store, or dump it.
+"""`python -m training import FILE | export | run [--once] | runs`.
+
+Seed the feedback store, dump it, train (on the trigger, or once now), list runs.
 
 Reads the same LIVETUNE_* settings as the service (data directory, labels, limits).
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -93,6 +96,37 @@ def export_samples(args, settings) -> int:
     return 0
 
 
+def run_training(args, settings) -> int:
+    from training.job import TrainingBusy
+    from training.loop import TrainingLoop, job_from_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = job_from_settings(settings)
+    if not args.once:
+        try:
+            TrainingLoop(job, settings.train_poll_s).run_forever()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    try:
+        run = job.run("manual")
+    except TrainingBusy as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    finally:
+        job.store.close()
+    print(json.dumps(asdict(run), ensure_ascii=False))
+    return 1 if run.state == "failed" else 0
+
+
+def list_runs(args, settings) -> int:
+    store = _store(settings)
+    for run in store.runs(limit=args.limit):
+        print(json.dumps(asdict(run), ensure_ascii=False))
+    store.close()
+    return 0
+
+
 def _store(settings) -> SQLiteFeedbackStore:
     return SQLiteFeedbackStore(settings.data_dir, validation_percent=settings.validation_percent)
 
@@ -108,19 +142,24 @@ def parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help="write stored samples as JSON Lines")
     exp.add_argument("--out", type=Path, help="file to write (default: standard output)")
     exp.add_argument("--all", action="store_true", help="include superseded samples (history)")
+    run = commands.add_parser("run", help="train whenever the trigger says so, or --once now")
+    run.add_argument("--once", action="store_true", help="one run now, then exit")
+    runs = commands.add_parser("runs", help="recent training runs as JSON Lines, newest first")
+    runs.add_argument("--limit", type=int, default=20)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(require_labels=args.command == "import")
+        settings = load_settings(require_labels=args.command in ("import", "run"))
         if args.command == "import":
             if not args.file.is_file():
                 print(f"no such file: {args.file}", file=sys.stderr)
                 return 2
             return import_file(args, settings)
-        return export_samples(args, settings)
+        commands = {"export": export_samples, "run": run_training, "runs": list_runs}
+        return commands[args.command](args, settings)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2

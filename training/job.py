@@ -54,6 +54,7 @@ class JobConfig:
     device: str = "auto"
     threads: int = 0
     precision: str = "auto"
+    gpu_memory_fraction: float = 0.5
     min_new_samples: int = 50
     max_interval_s: float = 3_600.0
     failure_backoff_s: float = 300.0
@@ -164,6 +165,8 @@ class TrainingJob:
         device = resolve_device(config.device)
         if device.type == "cpu":  # leave the other cores to the serving workers
             torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 2) // 2))
+        else:  # share the GPU with the serving workers within a set budget
+            torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction, device)
         model, tokenizer, base_info, warm = self._warm_model(parent, device)
         predictor = self._predictor(model, tokenizer, device)
         current = accuracy(predictor, validation.texts, validation.labels)

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     train_threads: int = Field(
         0, ge=0, le=256, description="Torch threads for training on CPU; 0 = half the cores."
     )
+    train_gpu_memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="Share of GPU memory the trainer may use."
+    )
+    gpu_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="GPU share BentoML gives each service on a GPU host (API and Trainer).",
+    )
     promotion_margin: float = Field(
         0.0, ge=-1, le=1, description="Candidate must beat current validation accuracy by this."
     )

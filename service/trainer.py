@@ -1,0 +1,71 @@
+"""The Trainer: a BentoML service in its own process that runs the training loop.
+
+It shares nothing with the API workers but the data directory: feedback comes in through
+SQLite, adapters go out through the registry's CURRENT pointer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import asdict
+
+import bentoml
+
+from training.loop import TrainingLoop, job_from_settings
+from training.settings import load_settings
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+log = logging.getLogger("livetune.trainer")
+settings = load_settings()
+
+
+def use_bentoml_logging() -> None:
+    """Send our `training` and `livetune` loggers to BentoML's handlers, at INFO."""
+    handlers = logging.getLogger("bentoml").handlers
+    for name in ("training", "livetune"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not logger.handlers:
+            logger.handlers = list(handlers)
+            logger.propagate = False
+
+
+def gpu_resources(fraction: float) -> dict:
+    """A GPU share on GPU hosts, so API and Trainer both land on GPU 0 of a 1-GPU machine."""
+    import torch
+
+    return {"gpu": fraction} if torch.cuda.is_available() else {}
+
+
+@bentoml.service(
+    name="livetune-trainer",
+    workers=1,
+    resources=gpu_resources(settings.gpu_fraction),
+    traffic={"timeout": 60},
+)
+class Trainer:
+    """Fine-tunes, validates and publishes adapters from the stored corrections."""
+
+    def __init__(self) -> None:
+        use_bentoml_logging()
+        self.loop = TrainingLoop(job_from_settings(settings), settings.train_poll_s)
+        threading.Thread(target=self.loop.run_forever, name="livetune-train", daemon=True).start()
+
+    @bentoml.api
+    def train(self) -> dict:
+        """Start a run now (or right after the one in progress); says whether one was running."""
+        started = self.loop.request()
+        return {"accepted": True, "already_running": not started}
+
+    @bentoml.api
+    def state(self) -> dict:
+        """Whether a run is in progress, samples pending, and the last run."""
+        job = self.loop.job
+        last = job.store.last_run()
+        return {
+            "running": self.loop.running,
+            "pending_samples": job.pending(),
+            "last_run": asdict(last) if last else None,
+        }

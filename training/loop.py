@@ -1,0 +1,85 @@
+"""The trainer's background loop: poll for due runs, run them, and take on-demand requests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from training.job import JobConfig, TrainingBusy, TrainingJob
+from training.registry import AdapterRegistry
+from training.settings import Settings
+from training.store import SQLiteFeedbackStore, TrainingRun
+
+log = logging.getLogger(__name__)
+
+
+def job_from_settings(settings: Settings) -> TrainingJob:
+    """A TrainingJob on the configured data directory, store and registry."""
+    store = SQLiteFeedbackStore(settings.data_dir, validation_percent=settings.validation_percent)
+    registry = AdapterRegistry(settings.data_dir / "adapters", keep=settings.keep_adapters)
+    config = JobConfig(
+        base_model=settings.base_model,
+        labels=settings.label_set(),
+        label_template=settings.label_template,
+        train=settings.train,
+        device=settings.train_device,
+        threads=settings.train_threads,
+        precision=settings.precision,
+        gpu_memory_fraction=settings.train_gpu_memory_fraction,
+        min_new_samples=settings.train_min_new_samples,
+        max_interval_s=settings.train_max_interval_s,
+        failure_backoff_s=settings.train_failure_backoff_s,
+        promotion_margin=settings.promotion_margin,
+        min_validation_samples=settings.min_validation_samples,
+    )
+    return TrainingJob(settings.data_dir, store, registry, config)
+
+
+class TrainingLoop:
+    """Runs `job` whenever it is due or requested, one run at a time, until stopped."""
+
+    def __init__(self, job: TrainingJob, poll_s: float):
+        self.job = job
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._requested = False
+        self.running = False
+        self.last_run: TrainingRun | None = None
+
+    def request(self) -> bool:
+        """Ask for a run now; False (and nothing queued) if one is already running."""
+        if self.running or self._requested:
+            return False
+        self._requested = True
+        self._wake.set()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        log.info("trainer loop started (poll every %.1f s)", self.poll_s)
+        while not self._stop.is_set():
+            self.tick()
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def tick(self) -> TrainingRun | None:
+        """One look: run now if requested or due. Never raises (the loop must survive)."""
+        try:
+            trigger = "manual" if self._requested else self.job.due()
+            if trigger is None:
+                return None
+            self._requested = False
+            self.running = True
+            self.last_run = self.job.run(trigger)
+            return self.last_run
+        except TrainingBusy:
+            log.info("a training run is already in progress elsewhere; will look again")
+        except Exception:
+            log.exception("trainer loop: unexpected error; will look again")
+        finally:
+            self.running = False
+        return None
