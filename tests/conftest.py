@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models train ~100x slower when two threads fight over a busy 2-core machine.
+torch.set_num_threads(1)
 
 TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
 TOY_WORDS = [

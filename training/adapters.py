@@ -34,10 +34,14 @@ def fingerprint(encoder: torch.nn.Module) -> str:
     if config is not None:
         keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
         digest.update(json.dumps({k: getattr(config, k, None) for k in keys}).encode())
-    for name, tensor in sorted(encoder.state_dict().items()):
-        if "lora_" in name:  # a peft-wrapped encoder: fingerprint the base part only
-            continue
-        digest.update(name.removeprefix("base_model.model.").encode())
+    # A peft-wrapped encoder: fingerprint the base part only, under the plain names.
+    base = {
+        name.removeprefix("base_model.model.").replace(".base_layer.", "."): tensor
+        for name, tensor in encoder.state_dict().items()
+        if "lora_" not in name
+    }
+    for name, tensor in sorted(base.items()):
+        digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 

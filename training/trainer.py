@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.model import TextClassifier
-from training.predictor import Predictor, autocast_dtype
+from training.predictor import Predictor, autocast_dtype, model_token_limit
 
 # The LoRA targets in BERT-style encoders (MiniLM, BERT, RoBERTa): attention
 # projections and both feed-forward layers.
@@ -83,7 +83,7 @@ class TrainResult:
 
 
 def class_weights(targets: Sequence[int], num_labels: int) -> torch.Tensor:
-    """Loss weight per label, inversely proportional to its share of the samples (mean 1)."""
+    """Loss weight per label, inversely proportional to its count (sklearn's "balanced")."""
     counts = torch.bincount(torch.tensor(list(targets)), minlength=num_labels).float()
     weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()), 0)
     return weights
@@ -174,11 +174,10 @@ class Trainer:
         lora = [p for n, p in self.model.encoder.named_parameters() if p.requires_grad]
         groups = [{"params": lora, "lr": config.learning_rate, "weight_decay": config.weight_decay}]
         head = list(self.model.head.parameters())
+        for param in head:
+            param.requires_grad_(config.head_learning_rate > 0)
         if config.head_learning_rate > 0:
             groups.append({"params": head, "lr": config.head_learning_rate, "weight_decay": 0.0})
-        else:
-            for param in head:
-                param.requires_grad_(False)
         optimizer = torch.optim.AdamW(groups)
         warmup = max(1, int(total_steps * config.warmup_fraction))
 
@@ -191,8 +190,9 @@ class Trainer:
 
     def _train_lora(self, texts, targets: torch.Tensor, weights) -> TrainResult:
         config = self.config
+        max_tokens = min(config.max_tokens, model_token_limit(self.model, self.tokenizer))
         encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=config.max_tokens, padding=False
+            list(texts), truncation=True, max_length=max_tokens, padding=False
         )["input_ids"]
         lengths = [len(ids) for ids in encoded]
         per_epoch = math.ceil(len(encoded) / config.batch_size)

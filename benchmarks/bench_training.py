@@ -1,0 +1,293 @@
+"""Training benchmark: our trainer against its baselines, in one run.
+
+1. Accuracy on the Banking77 test set after training on 5, 10, 20 examples per class and
+   on the full train set, next to the head-only baseline computed here on the same
+   samples: scikit-learn's logistic regression (C=10) on frozen mean-pooled embeddings
+   of the base model (the issue's 85.2% / 88.4% / 93.0% at 10 / 20 / full).
+2. Training speed of the LoRA phase, samples/s: our Trainer against Hugging Face's
+   `transformers.Trainer` + the same peft LoRA on the same model, data and batch size,
+   once with its defaults (fp32, random batches) and once with bf16 + group_by_length.
+3. Time from trigger to promoted adapter: a real TrainingJob (store, registry, gate)
+   with the default settings on 20 examples per class, as the Trainer service runs it.
+
+Ratios are what to read: this shared 2-core machine drifts run to run.
+
+Data: Banking77, Casanueva et al. 2020, CC-BY-4.0, read in place from --data.
+
+Usage, from the repository root:
+    .venv/bin/python benchmarks/bench_training.py --data ../shared/data/banking77 [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script, not only with -m
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from training.adapters import attach_lora  # noqa: E402
+from training.job import JobConfig, TrainingJob  # noqa: E402
+from training.labels import DEFAULT_TEMPLATE, Label  # noqa: E402
+from training.model import TextClassifier, load_encoder  # noqa: E402
+from training.predictor import Predictor  # noqa: E402
+from training.registry import AdapterRegistry  # noqa: E402
+from training.store import NewSample, SQLiteFeedbackStore  # noqa: E402
+from training.trainer import TrainConfig, Trainer  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "training.json"
+SEED = 0
+LR_C = 10.0  # reproduces the issue's baseline figures
+TARGET_SPEEDUP = 1.5
+TARGET_PROMOTION_S = 60.0
+SPEED_PER_CLASS = 20
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def read_split(data: Path, name: str) -> tuple[list[str], list[str]]:
+    with (data / f"{name}.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["text"] for r in rows], [r["category"] for r in rows]
+
+
+def per_class(labels: list[str], k: int | None, seed: int = SEED) -> list[int]:
+    """Indices of k random examples of every label (all of them when k is None)."""
+    if k is None:
+        return list(range(len(labels)))
+    rng, by_label = random.Random(seed), {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    return sorted(i for ids in by_label.values() for i in rng.sample(ids, min(k, len(ids))))
+
+
+def fresh_model(names: list[str], config: TrainConfig):
+    """Base encoder + zero-shot head + a fresh LoRA: what the first training run starts from."""
+    torch.manual_seed(SEED)
+    encoder, tokenizer = load_encoder(None)
+    model = TextClassifier(encoder, len(names))
+    labels = [Label(n) for n in names]
+    Predictor(model, tokenizer, labels, device="cpu").init_head_from_labels(DEFAULT_TEMPLATE)
+    attach_lora(model, config)
+    return model, tokenizer
+
+
+def test_accuracy(model, tokenizer, names, texts, labels) -> float:
+    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
+    predicted = predictor.probabilities(texts).argmax(-1).tolist()
+    return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
+
+
+def head_only_baseline(names, train, test, points) -> dict:
+    """Logistic regression on frozen embeddings of the base model, at every point."""
+    from sklearn.linear_model import LogisticRegression
+
+    model, tokenizer = fresh_model(names, TrainConfig())
+    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
+    train_x = predictor.embeddings(train[0]).numpy()
+    test_x = predictor.embeddings(test[0]).numpy()
+    results = {}
+    for point, indices in points.items():
+        fit = LogisticRegression(C=LR_C, max_iter=5000).fit(
+            train_x[indices], np.array(train[1])[indices]
+        )
+        results[point] = float((fit.predict(test_x) == np.array(test[1])).mean())
+        say(f"head-only logistic regression, {point}: {results[point]:.4f}")
+    return results
+
+
+def ours_at(names, train, test, indices, config: TrainConfig) -> dict:
+    model, tokenizer = fresh_model(names, config)
+    texts = [train[0][i] for i in indices]
+    labels = [train[1][i] for i in indices]
+    result = Trainer(model, tokenizer, names, config).train(texts, labels)
+    return {
+        "accuracy": test_accuracy(model, tokenizer, names, *test),
+        "train_samples": len(indices),
+        "train_seconds": round(result.seconds, 2),
+        "lora_samples_per_s": round(
+            result.samples_seen / max(1e-9, result.seconds - result.head_fit_seconds), 1
+        ),
+    }
+
+
+class LossWrapper(nn.Module):
+    """The same TextClassifier, with the forward signature transformers.Trainer expects."""
+
+    def __init__(self, model: TextClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels=None, **_):
+        logits = self.model(input_ids, attention_mask)
+        return {"loss": F.cross_entropy(logits.float(), labels), "logits": logits}
+
+
+def hf_trainer_rate(names, texts, labels, config: TrainConfig, *, tuned: bool) -> float:
+    """samples/s of transformers.Trainer + peft on one epoch of the same data."""
+    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import Trainer as HFTrainer
+
+    model, tokenizer = fresh_model(names, config)
+    index = {n: i for i, n in enumerate(names)}
+    encoded = tokenizer(texts, truncation=True, max_length=config.max_tokens)["input_ids"]
+    dataset = [{"input_ids": ids, "labels": index[y]} for ids, y in zip(encoded, labels)]
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=config.batch_size,
+            num_train_epochs=1,
+            learning_rate=config.learning_rate,
+            warmup_ratio=config.warmup_fraction,
+            weight_decay=config.weight_decay,
+            bf16=tuned,
+            group_by_length=tuned,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=SEED,
+        )
+        trainer = HFTrainer(
+            model=LossWrapper(model),
+            args=args,
+            train_dataset=dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        started = time.perf_counter()
+        trainer.train()
+        return len(dataset) / (time.perf_counter() - started)
+
+
+def speed_comparison(names, train, config: TrainConfig, per_class_k: int) -> dict:
+    indices = per_class(train[1], per_class_k)
+    texts, labels = [train[0][i] for i in indices], [train[1][i] for i in indices]
+    lora_only = config.model_copy(update={"epochs": 1.0, "head_fit_steps": 0})
+    model, tokenizer = fresh_model(names, lora_only)
+    result = Trainer(model, tokenizer, names, lora_only).train(texts, labels)
+    ours = result.samples_seen / result.seconds
+    say(f"our trainer: {ours:.1f} samples/s")
+    hf_default = hf_trainer_rate(names, texts, labels, lora_only, tuned=False)
+    say(f"transformers.Trainer default: {hf_default:.1f} samples/s")
+    hf_tuned = hf_trainer_rate(names, texts, labels, lora_only, tuned=True)
+    say(f"transformers.Trainer bf16 + group_by_length: {hf_tuned:.1f} samples/s")
+    return {
+        "samples": len(texts),
+        "ours_samples_per_s": round(ours, 1),
+        "hf_default_samples_per_s": round(hf_default, 1),
+        "hf_tuned_samples_per_s": round(hf_tuned, 1),
+        "speedup_vs_hf_default": round(ours / hf_default, 2),
+        "speedup_vs_hf_tuned": round(ours / hf_tuned, 2),
+    }
+
+
+def trigger_to_promotion(names, train, per_class_k: int) -> dict:
+    """A real TrainingJob with default settings on k examples per class, timed end to end."""
+    indices = per_class(train[1], per_class_k)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteFeedbackStore(tmp, validation_percent=20)
+        store.add_samples([NewSample(train[0][i], train[1][i], source="bench") for i in indices])
+        registry = AdapterRegistry(Path(tmp) / "adapters")
+        config = JobConfig(base_model="", labels=[Label(n) for n in names],
+                           label_template=DEFAULT_TEMPLATE)  # fmt: skip
+        started = time.perf_counter()
+        run = TrainingJob(Path(tmp), store, registry, config).run("samples")
+        seconds = time.perf_counter() - started
+        store.close()
+    gate = run.report.get("gate", {})
+    say(f"trigger -> {run.state} in {seconds:.1f} s ({run.reason})")
+    return {
+        "per_class": per_class_k,
+        "state": run.state,
+        "seconds": round(seconds, 1),
+        "train_samples": run.train_samples,
+        "validation_samples": run.validation_samples,
+        "current_accuracy": gate.get("current_accuracy"),
+        "candidate_accuracy": gate.get("candidate_accuracy"),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| examples per class | head-only LR | livetune trainer | beats baseline |",
+        "|---|---|---|---|",
+    ]
+    for point, ours in results["accuracy"].items():
+        base = results["baseline"][point]
+        mark = "yes" if ours["accuracy"] > base else "**no**"
+        lines.append(f"| {point} | {base:.1%} | {ours['accuracy']:.1%} | {mark} |")
+    speed = results["speed"]
+    promo = results["promotion"]
+    lines += [
+        "",
+        "| figure | livetune | baseline | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| LoRA training, samples/s ({speed['samples']} samples, 1 epoch) "
+        f"| {speed['ours_samples_per_s']} | {speed['hf_default_samples_per_s']} "
+        f"(transformers.Trainer, defaults) | {speed['speedup_vs_hf_default']}x "
+        f"| >= {TARGET_SPEEDUP}x |",
+        f"| same, against transformers.Trainer bf16 + group_by_length | "
+        f"{speed['ours_samples_per_s']} | {speed['hf_tuned_samples_per_s']} | "
+        f"{speed['speedup_vs_hf_tuned']}x | |",
+        f"| trigger -> {promo['state']}, {promo['per_class']}/class, "
+        f"{promo['threads']} thread(s) | {promo['seconds']} s | | | <= {TARGET_PROMOTION_S:.0f} s |",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="5 and 10 per class, small test")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = this box)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train, test = read_split(args.data, "train"), read_split(args.data, "test")
+    names = sorted(set(train[1]))
+    if args.quick:
+        keep = per_class(test[1], 10)
+        test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
+    ks = {"5": 5, "10": 10} if args.quick else {"5": 5, "10": 10, "20": 20, "full": None}
+    points = {name: per_class(train[1], k) for name, k in ks.items()}
+    results = {"baseline": head_only_baseline(names, train, test, points), "accuracy": {}}
+    config = TrainConfig()
+    for point, indices in points.items():
+        results["accuracy"][point] = ours_at(names, train, test, indices, config)
+        say(f"livetune trainer, {point}: {results['accuracy'][point]}")
+    results["speed"] = speed_comparison(names, train, config, 5 if args.quick else SPEED_PER_CLASS)
+    results["promotion"] = trigger_to_promotion(names, train, 5 if args.quick else 20)
+    torch.set_num_threads(args.threads)  # the job capped it for its run
+    results["config"] = config.model_dump(mode="json")
+    results["quick"] = args.quick
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
