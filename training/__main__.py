@@ -8,6 +8,7 @@ Reads the same LIVETUNE_* settings as the service (data directory, labels, limit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -100,13 +101,11 @@ def run_training(args, settings) -> int:
     from training.job import TrainingBusy
     from training.loop import TrainingLoop, job_from_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job = job_from_settings(settings)
     if not args.once:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             TrainingLoop(job, settings.train_poll_s).run_forever()
-        except KeyboardInterrupt:
-            pass
         return 0
     try:
         run = job.run("manual")

@@ -81,8 +81,8 @@ class TrainingJob:
         """Why a run should start now ("samples" or "interval"), or None."""
         now = time.time() if now is None else now
         last = self.store.last_run()
-        if last and last.state == "failed" and last.finished_at:
-            if now - last.finished_at < self.config.failure_backoff_s:
+        if last and last.state == "failed" and last.finished_at:  # back off after a failure
+            if now - last.finished_at < self.config.failure_backoff_s:  # noqa: SIM102
                 return None
         cursor = self.cursor()
         if self.store.count_samples(after_id=cursor) >= self.config.min_new_samples:
@@ -142,7 +142,9 @@ class TrainingJob:
             log.exception("training run %d failed", run_id)
             state, reason, candidate, report = "failed", f"{type(exc).__name__}: {exc}", None, {}
         report["duration_s"] = round(time.time() - started, 3)
-        self.store.finish_run(run_id, state=state, reason=reason, candidate=candidate, report=report)
+        self.store.finish_run(
+            run_id, state=state, reason=reason, candidate=candidate, report=report
+        )
         log.info("training run %d %s: %s", run_id, state, reason)
         return self.store.runs(limit=1)[0]
 
@@ -206,7 +208,8 @@ class TrainingJob:
         if parent is not None:
             try:
                 adapter = self.registry.get(parent)
-                check_compatible(adapter.manifest, parent, base_info["fingerprint"], base_info["id"])
+                fingerprint_, base_id = base_info["fingerprint"], base_info["id"]
+                check_compatible(adapter.manifest, parent, fingerprint_, base_id)
                 attach_lora(model, config.train, warm_start=adapter.path)
                 load_head(model, [label.name for label in config.labels], adapter.path)
                 warm = parent
