@@ -81,9 +81,9 @@ class TrainingJob:
         """Why a run should start now ("samples" or "interval"), or None."""
         now = time.time() if now is None else now
         last = self.store.last_run()
-        if last and last.state == "failed" and last.finished_at:  # back off after a failure
-            if now - last.finished_at < self.config.failure_backoff_s:  # noqa: SIM102
-                return None
+        backing_off = last and last.state == "failed" and last.finished_at
+        if backing_off and now - last.finished_at < self.config.failure_backoff_s:
+            return None
         cursor = self.cursor()
         if self.store.count_samples(after_id=cursor) >= self.config.min_new_samples:
             return "samples"

@@ -41,9 +41,8 @@ def decide(
         reason = f"only {samples} validation samples; promotion needs at least {min_samples}"
     elif candidate + 1e-12 < current + margin:
         promote = False
-        reason = (
-            f"candidate accuracy {candidate:.4f} is below current {current:.4f}"
-            + (f" + margin {margin:.4f}" if margin else "")
+        reason = f"candidate accuracy {candidate:.4f} is below current {current:.4f}" + (
+            f" + margin {margin:.4f}" if margin else ""
         )
     else:
         promote = True
