@@ -67,7 +67,12 @@ def attach_lora(model: TextClassifier, config, warm_start: Path | None = None) -
         check_entries(warm_start)
         model.encoder = PeftModel.from_pretrained(model.encoder, warm_start, is_trainable=True)
         return
+    layers = getattr(model.encoder.config, "num_hidden_layers", 0)
+    top = None
+    if config.lora_layers and layers and config.lora_layers < layers:
+        top = list(range(layers - config.lora_layers, layers))
     lora = LoraConfig(
+        layers_to_transform=top,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,

@@ -40,6 +40,11 @@ class TrainConfig(BaseModel):
     target_modules: tuple[str, ...] = Field(
         BERT_TARGETS, description="Encoder module names LoRA wraps."
     )
+    lora_layers: int = Field(
+        3,
+        ge=0,
+        description="LoRA on the top N encoder layers only (0 = all): backward stops below them.",
+    )
     epochs: float = Field(3.0, gt=0, description="Passes over the training samples (LoRA phase).")
     max_steps: int = Field(0, ge=0, description="Stop after this many LoRA steps; 0 = no limit.")
     max_seconds: float = Field(0.0, ge=0, description="Stop the LoRA phase after this; 0 = none.")
