@@ -38,6 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_predict.py --data $(DATA)
 	$(PY) benchmarks/bench_feedback.py --data $(DATA)
+	$(PY) benchmarks/bench_training.py --data $(DATA)
 
 build: $(STAMP)
 	$(VENV)/bin/bentoml build

@@ -146,7 +146,7 @@ def test_a_new_label_keeps_its_own_row(tiny_model_dir, trained):
 
 
 def test_a_head_of_another_width_is_refused(tiny_model_dir, tmp_path):
-    tensors = {"weight": torch.zeros(3, 8), "bias": torch.zeros(3), "log_scale": torch.zeros(1)}
+    tensors = {"weight": torch.zeros(3, 8), "bias": torch.zeros(3)}
     save_file(tensors, tmp_path / HEAD_FILE, metadata={"labels": '["a", "b", "c"]'})
     model, _ = fresh_model(tiny_model_dir)
     with pytest.raises(AdapterMismatch, match="does not fit"):

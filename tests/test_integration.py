@@ -45,7 +45,7 @@ def readme_curl_commands() -> list[str]:
 
 def test_readme_curl_examples_work_as_documented(server):
     commands = readme_curl_commands()
-    assert len(commands) == 5
+    assert len(commands) == 6
     outputs = []
     for command in commands:
         command = command.replace("localhost:3000", server.removeprefix("http://"))
@@ -56,7 +56,8 @@ def test_readme_curl_examples_work_as_documented(server):
     assert [p["label"] for p in predictions] == ["lost_card", "exchange_rate"]
     assert outputs[1:3] == ["200", "200"]
     assert json.loads(outputs[3]) == {"ids": [1], "stored": 1, "duplicates": 0}
-    error = json.loads(outputs[4])
+    assert json.loads(outputs[4]) == {"accepted": True}
+    error = json.loads(outputs[5])
     assert error["detail"][0]["loc"] == ["texts", 0]
     assert "whitespace" in error["detail"][0]["msg"]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from training.model import (
-    CosineHead,
+    LabelHead,
     TextClassifier,
     embedded_model_path,
     load_encoder,
@@ -17,12 +17,22 @@ def test_mean_pool_ignores_padding():
     assert mean_pool(hidden, mask).tolist() == [[2.0, 2.0]]
 
 
-def test_cosine_head_is_scale_times_cosine():
-    head = CosineHead(hidden_size=2, num_labels=2, scale=10.0)
+def test_head_starts_as_scale_times_cosine_to_the_label_embeddings(tiny_model_dir):
+    from training.model import TextClassifier, load_encoder
+
+    encoder, _ = load_encoder(str(tiny_model_dir))
+    model = TextClassifier(encoder, num_labels=2)
+    model.init_head(torch.tensor([[3.0] + [0.0] * 15, [0.0, 0.5] + [0.0] * 14]))
+    unit = torch.zeros(1, 16)
+    unit[0, 0] = 1.0
+    assert model.head(unit)[0].tolist() == pytest.approx([model.head.scale, 0.0], abs=1e-5)
+
+
+def test_head_rows_are_free_to_grow():
+    head = LabelHead(hidden_size=2, num_labels=2, scale=10.0)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.5]]))
-    logits = head(torch.tensor([[1.0, 0.0]]))
-    assert logits[0].tolist() == pytest.approx([10.0, 0.0], abs=1e-5)
+    assert head(torch.tensor([[1.0, 0.0]]))[0].tolist() == pytest.approx([3.0, 0.0])
 
 
 def test_embedded_model_is_found_in_site_packages():

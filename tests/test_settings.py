@@ -74,7 +74,21 @@ def test_every_setting_is_documented_in_the_readme():
     from pathlib import Path
 
     from training.settings import ENV_PREFIX, Settings
+    from training.trainer import TrainConfig
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [f for f in Settings.model_fields if f"`{ENV_PREFIX}{f.upper()}`" not in readme]
+    names = [f"{ENV_PREFIX}{f.upper()}" for f in Settings.model_fields if f != "train"]
+    names += [f"{ENV_PREFIX}TRAIN__{f.upper()}" for f in TrainConfig.model_fields]
+    missing = [name for name in names if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_training_hyper_parameters_come_from_nested_variables(monkeypatch):
+    monkeypatch.setenv("LIVETUNE_TRAIN__EPOCHS", "7")
+    monkeypatch.setenv("LIVETUNE_TRAIN__TARGET_MODULES", '["query", "value"]')
+    settings = load_settings(require_labels=False)
+    assert settings.train.epochs == 7
+    assert settings.train.target_modules == ("query", "value")
+    monkeypatch.setenv("LIVETUNE_TRAIN__EPOCHS", "-1")
+    with pytest.raises(SettingsError, match="LIVETUNE_TRAIN__EPOCHS"):
+        load_settings(require_labels=False)

@@ -1,7 +1,7 @@
 """What goes in an adapter folder and how it is put on a model: LoRA weights + head.
 
 A folder holds peft's `adapter_model.safetensors` and `adapter_config.json`, our
-`head.safetensors` (the cosine head, with the label names in its metadata) and the
+`head.safetensors` (the linear head, with the label names in its metadata) and the
 registry's `manifest.json`. Everything is safetensors or JSON: nothing is unpickled.
 """
 
@@ -88,7 +88,6 @@ def save_adapter(model: TextClassifier, label_names: Sequence[str], folder: Path
     tensors = {
         "weight": head.weight.detach().float().cpu().contiguous(),
         "bias": head.bias.detach().float().cpu().contiguous(),
-        "log_scale": head.log_scale.detach().float().cpu().reshape(1).contiguous(),
     }
     save_file(tensors, folder / HEAD_FILE, metadata={"labels": json.dumps(list(label_names))})
 
@@ -103,7 +102,6 @@ def load_head(model: TextClassifier, label_names: Sequence[str], folder: Path) -
     with safe_open(folder / HEAD_FILE, framework="pt") as saved:
         saved_labels = json.loads((saved.metadata() or {}).get("labels", "[]"))
         weight, bias = saved.get_tensor("weight"), saved.get_tensor("bias")
-        log_scale = saved.get_tensor("log_scale")
     if weight.shape[0] != len(saved_labels) or weight.shape[1] != model.head.weight.shape[1]:
         raise AdapterMismatch(f"{folder.name}: head shape {tuple(weight.shape)} does not fit")
     rows = {name: i for i, name in enumerate(saved_labels)}
@@ -114,5 +112,4 @@ def load_head(model: TextClassifier, label_names: Sequence[str], folder: Path) -
                 model.head.weight[i] = weight[rows[name]]
                 model.head.bias[i] = bias[rows[name]]
                 matched += 1
-        model.head.log_scale.copy_(log_scale.reshape(()))
     return matched

@@ -1,4 +1,4 @@
-"""Fine-tune a LoRA adapter and the cosine head on labeled samples.
+"""Fine-tune a LoRA adapter and the linear head on labeled samples.
 
 The recipe: (1) embed the training texts once and fit the head alone on those frozen
 embeddings (seconds, and already as good as a logistic-regression probe), then (2) train
@@ -47,7 +47,9 @@ class TrainConfig(BaseModel):
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training samples (LoRA phase).")
     max_steps: int = Field(0, ge=0, description="Stop after this many LoRA steps; 0 = no limit.")
-    max_seconds: float = Field(0.0, ge=0, description="Stop the LoRA phase after this; 0 = none.")
+    max_seconds: float = Field(
+        1_800.0, ge=0, description="Stop the LoRA phase after this many seconds; 0 = no limit."
+    )
     batch_size: int = Field(32, ge=1, le=4_096, description="Samples per optimiser step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the LoRA weights.")
     head_learning_rate: float = Field(
@@ -56,9 +58,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (LoRA weights).")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
     head_fit_steps: int = Field(
-        150, ge=0, description="Full-batch steps fitting the head on frozen embeddings first."
+        300, ge=0, description="Full-batch steps fitting the head on frozen embeddings first."
     )
-    head_fit_learning_rate: float = Field(0.02, gt=0, description="Learning rate of the head fit.")
+    head_fit_learning_rate: float = Field(0.1, gt=0, description="Learning rate of the head fit.")
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Label smoothing in the LoRA phase."
     )
@@ -66,7 +68,7 @@ class TrainConfig(BaseModel):
         0.2,
         ge=0,
         lt=1,
-        description="Additive cosine margin on the true label (AM-softmax) in the LoRA phase.",
+        description="Margin (x head scale) taken off the true label's logit in the LoRA phase.",
     )
     class_balance: bool = Field(True, description="Weight the loss so rare labels count as much.")
     max_tokens: int = Field(64, ge=8, le=8_192, description="Tokens kept per training text.")
@@ -121,7 +123,7 @@ def fit_head(
 ) -> None:
     """Train only the head on fixed unit embeddings (full batch, Adam): (n, hidden), (n,)."""
     head = model.head
-    params = [head.weight, head.bias, head.log_scale]
+    params = [head.weight, head.bias]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
     embeddings = embeddings.clone().to(head.weight.device)  # out of inference mode
     targets = targets.to(head.weight.device)
@@ -242,7 +244,7 @@ class Trainer:
         with self._autocast():
             logits = self.model(ids, mask).float()
         if self.config.margin:
-            scale = self.model.head.log_scale.exp()
+            scale = self.model.head.scale
             logits = logits - scale * self.config.margin * F.one_hot(target, logits.shape[-1])
         loss = F.cross_entropy(
             logits,
