@@ -12,12 +12,16 @@ import torch
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
+from service import admin
 from service.feedback import resolve_samples
 from service.limits import BodySizeLimit
 from service.prediction_log import PredictionLog
 from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
+from service.swap import ServingModel, Watcher
 from service.trainer import Trainer, gpu_resources, use_bentoml_logging
-from training.predictor import Prediction, Predictor, zero_shot_predictor
+from training.adapters import fingerprint
+from training.predictor import Prediction, zero_shot_predictor
+from training.registry import AdapterRegistry
 from training.settings import load_settings
 from training.store import PredictionRecord, SQLiteFeedbackStore
 
@@ -26,8 +30,8 @@ log = logging.getLogger("livetune")
 settings = load_settings()
 Texts = texts_type(settings.max_texts_per_request, settings.max_text_chars)
 SampleIn, Samples = feedback_types(settings.max_feedback_samples, settings.max_text_chars)
-BASE_ADAPTER = "base"
 READY_WAIT_S = 60.0
+SWAP_POLL_S = 0.5  # every worker converges on a new CURRENT within about this long
 
 
 @bentoml.service(
@@ -55,7 +59,10 @@ class Livetune:
             prediction_max_age_s=settings.prediction_retention_hours * 3600,
         )
         self.prediction_log = PredictionLog(self.store)
-        self.predictor: Predictor | None = None
+        self.registry = AdapterRegistry(settings.data_dir / "adapters", keep=settings.keep_adapters)
+        self.workers_dir = settings.data_dir / "workers"
+        self.base_model_id = settings.base_model or "embedded:all-MiniLM-L6-v2"
+        self.serving: ServingModel | None = None
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
         # Loading takes seconds: do it off the event loop so /livez answers meanwhile.
@@ -65,7 +72,7 @@ class Livetune:
         try:
             cores = os.cpu_count() or 1
             torch.set_num_threads(settings.threads or max(1, cores // settings.workers))
-            self.predictor = zero_shot_predictor(
+            predictor = zero_shot_predictor(
                 settings.base_model,
                 self.labels,
                 template=settings.label_template,
@@ -75,7 +82,18 @@ class Livetune:
                 batch_size=settings.inference_batch_size,
                 top_k=settings.top_k,
             )
-            log.info("model ready on %s with %d labels", self.predictor.device, len(self.labels))
+            serving = ServingModel(
+                predictor,
+                self.label_names,
+                self.registry,
+                base_fingerprint=fingerprint(predictor.model.encoder),
+                base_id=self.base_model_id,
+            )
+            # Follow CURRENT before declaring ready, so the first answer already uses it.
+            Watcher(serving, self.workers_dir, SWAP_POLL_S).start()
+            self.serving = serving
+            log.info("model ready on %s with %d labels, adapter %s",
+                     predictor.device, len(self.labels), serving.version)  # fmt: skip
         except BaseException as exc:  # reported by /livez, so the orchestrator restarts us
             log.exception("model failed to load")
             self.load_error = exc
@@ -83,7 +101,7 @@ class Livetune:
             self._loaded.set()
 
     def __is_ready__(self) -> bool:
-        return self.predictor is not None
+        return self.serving is not None
 
     def __is_alive__(self) -> bool:
         return self.load_error is None
@@ -95,8 +113,8 @@ class Livetune:
     )
     def predict(self, texts: Texts) -> list[PredictionOut]:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
-        predictor = self._ready_predictor()
-        answers = [encode_prediction(p, BASE_ADAPTER) for p in predictor.predict(texts)]
+        predictions, version = self._ready_serving().predict(texts)
+        answers = [encode_prediction(p, version) for p in predictions]
         if settings.log_predictions:
             self._remember(texts, answers)
         return answers
@@ -126,6 +144,11 @@ class Livetune:
             return JSONResponse({"error": "a training run is already in progress"}, 409)
         return JSONResponse({"accepted": True}, status_code=202)
 
+    @bentoml.api(route="/adapters/activate")
+    def activate(self, version: str) -> dict:
+        """Make `version` the active adapter ("base" = none): rollback or roll forward."""
+        return admin.activate(self, version)
+
     def _remember(self, texts: list[str], answers: list[PredictionOut]) -> None:
         """Queue the batch for the prediction log, so feedback can cite a prediction_id."""
         self.prediction_log.add(
@@ -142,11 +165,11 @@ class Livetune:
             ]
         )
 
-    def _ready_predictor(self) -> Predictor:
+    def _ready_serving(self) -> ServingModel:
         self._loaded.wait(READY_WAIT_S)
-        if self.predictor is None:
+        if self.serving is None:
             raise ServiceUnavailable("the model is not loaded yet; see /readyz")
-        return self.predictor
+        return self.serving
 
 
 def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
@@ -160,3 +183,4 @@ def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
 
 
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+Livetune.mount_asgi_app(admin.routes, path="/")

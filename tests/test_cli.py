@@ -115,3 +115,57 @@ def test_run_once_trains_and_runs_lists_it(tmp_path, tiny_model_dir):
     assert (tmp_path / "data" / "adapters" / "CURRENT").read_text().strip() == run["candidate"]
     listed = cli(tmp_path, "runs", **env)
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [run["id"]]
+
+
+def test_a_run_killed_midway_leaves_the_registry_consistent(tmp_path, tiny_model_dir):
+    import signal
+    import sqlite3
+    import time
+
+    from tests.conftest import TOY_LABELS
+    from tests.test_job import toy_samples
+    from tests.test_trainer_service import TINY_TRAINING
+
+    env = {
+        "LIVETUNE_BASE_MODEL": str(tiny_model_dir),
+        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
+        "LIVETUNE_LABEL_TEMPLATE": "{name}",
+        "LIVETUNE_VALIDATION_PERCENT": "30",
+        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
+        **TINY_TRAINING,
+        "LIVETUNE_TRAIN__EPOCHS": "400",  # long enough to be killed in the middle
+    }
+    path = tmp_path / "toy.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in toy_samples(240)))
+    assert cli(tmp_path, "import", str(path), **env).returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", "run", "--once"],
+        cwd=ROOT,
+        env={**os.environ, "LIVETUNE_DATA_DIR": str(tmp_path / "data"), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    database = tmp_path / "data" / "feedback.sqlite3"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            running = db.execute("SELECT count(*) FROM training_runs WHERE state = 'running'")
+            if running.fetchone()[0]:
+                break
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the training loop
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    adapters = tmp_path / "data" / "adapters"
+    assert not (adapters / "CURRENT").exists()
+    # The next run takes the lock the dead process held, marks its run failed, and works.
+    result = cli(tmp_path, "run", "--once", **{**env, "LIVETUNE_TRAIN__EPOCHS": "25"})
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["state"] == "promoted", run["reason"]
+    assert [p.name for p in adapters.iterdir() if p.name.startswith(".staging")] == []
+    runs = [json.loads(line) for line in cli(tmp_path, "runs", **env).stdout.splitlines()]
+    assert [(r["state"], "interrupted" in (r["reason"] or "")) for r in runs] == [
+        ("promoted", False),
+        ("failed", True),
+    ]

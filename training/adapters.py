@@ -92,24 +92,36 @@ def save_adapter(model: TextClassifier, label_names: Sequence[str], folder: Path
     save_file(tensors, folder / HEAD_FILE, metadata={"labels": json.dumps(list(label_names))})
 
 
-def load_head(model: TextClassifier, label_names: Sequence[str], folder: Path) -> int:
-    """Copy the saved head rows into `model.head`, matched by label name.
+def read_head(
+    folder: Path, label_names: Sequence[str], weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """New head tensors: the saved rows matched by label name, `weight`/`bias` elsewhere.
 
-    Labels the adapter has never seen keep their current (zero-shot) row, so a label
-    added to the set after training still gets sensible predictions. Returns how many
+    Labels the adapter has never seen keep the given (zero-shot) row, so a label added
+    to the set after training still gets sensible predictions. Also returns how many
     labels were matched.
     """
     with safe_open(folder / HEAD_FILE, framework="pt") as saved:
         saved_labels = json.loads((saved.metadata() or {}).get("labels", "[]"))
-        weight, bias = saved.get_tensor("weight"), saved.get_tensor("bias")
-    if weight.shape[0] != len(saved_labels) or weight.shape[1] != model.head.weight.shape[1]:
-        raise AdapterMismatch(f"{folder.name}: head shape {tuple(weight.shape)} does not fit")
+        saved_weight, saved_bias = saved.get_tensor("weight"), saved.get_tensor("bias")
+    if saved_weight.shape[0] != len(saved_labels) or saved_weight.shape[1] != weight.shape[1]:
+        raise AdapterMismatch(f"{folder.name}: head shape {tuple(saved_weight.shape)} does not fit")
     rows = {name: i for i, name in enumerate(saved_labels)}
+    weight, bias = weight.detach().clone(), bias.detach().clone()
     matched = 0
+    for i, name in enumerate(label_names):
+        if name in rows:
+            weight[i] = saved_weight[rows[name]].to(weight.dtype)
+            bias[i] = saved_bias[rows[name]].to(bias.dtype)
+            matched += 1
+    return weight, bias, matched
+
+
+def load_head(model: TextClassifier, label_names: Sequence[str], folder: Path) -> int:
+    """Copy the saved head rows into `model.head` (see read_head); returns labels matched."""
+    head = model.head
+    weight, bias, matched = read_head(folder, label_names, head.weight, head.bias)
     with torch.no_grad():
-        for i, name in enumerate(label_names):
-            if name in rows:
-                model.head.weight[i] = weight[rows[name]]
-                model.head.bias[i] = bias[rows[name]]
-                matched += 1
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
     return matched

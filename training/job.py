@@ -39,6 +39,14 @@ BASE = "base"
 LOCK_FILE = "train.lock"
 
 
+def training_cursor(store: FeedbackStore) -> int:
+    """The data cursor of the last run that finished training (promoted or rejected)."""
+    for run in store.runs(limit=50):
+        if run.state in ("promoted", "rejected"):
+            return run.data_cursor
+    return 0
+
+
 class TrainingBusy(RuntimeError):
     """Another training run holds the lock."""
 
@@ -54,6 +62,7 @@ class JobConfig:
     device: str = "auto"
     threads: int = 0
     precision: str = "auto"
+    max_tokens: int = 128  # the serving truncation: the gate scores exactly as serving does
     gpu_memory_fraction: float = 0.5
     min_new_samples: int = 50
     max_interval_s: float = 3_600.0
@@ -94,10 +103,7 @@ class TrainingJob:
 
     def cursor(self) -> int:
         """The data cursor of the last run that finished training (promoted or rejected)."""
-        for run in self.store.runs(limit=50):
-            if run.state in ("promoted", "rejected"):
-                return run.data_cursor
-        return 0
+        return training_cursor(self.store)
 
     def pending(self) -> int:
         """Corrections that arrived after the last finished run."""
@@ -226,7 +232,7 @@ class TrainingJob:
             self.config.labels,
             device=str(device),
             precision=self.config.precision,
-            max_tokens=self.config.train.max_tokens,
+            max_tokens=self.config.max_tokens,
         )
 
     def _publish(self, model, names, parent, base_info, report, train, validation) -> str:

@@ -25,6 +25,7 @@ def job_from_settings(settings: Settings) -> TrainingJob:
         device=settings.train_device,
         threads=settings.train_threads,
         precision=settings.precision,
+        max_tokens=settings.max_tokens,
         gpu_memory_fraction=settings.train_gpu_memory_fraction,
         min_new_samples=settings.train_min_new_samples,
         max_interval_s=settings.train_max_interval_s,

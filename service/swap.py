@@ -1,0 +1,198 @@
+"""Hot-swap: every serving worker follows the registry's CURRENT pointer.
+
+A watcher thread polls CURRENT; a new version is read from disk and loaded into the
+peft model as an inactive adapter off the request path, then switched in under the
+same lock every batch holds, so a batch is served entirely by one version and reports
+it. The previous adapter is deleted after the switch. A version that fails to load is
+remembered, reported, and the current one keeps serving.
+
+peft's `hotswap_adapter` is not used: it fails on adapters saved with a head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.adapters import check_compatible, read_head
+from training.predictor import Prediction, Predictor
+from training.registry import AdapterRegistry, check_entries
+
+log = logging.getLogger("livetune.swap")
+BASE = "base"
+
+
+@dataclass
+class SwapState:
+    """What a worker serves and how its swaps went; written for /status and metrics."""
+
+    pid: int
+    adapter: str = BASE
+    since: float = field(default_factory=time.time)
+    swaps: int = 0
+    failed_swaps: int = 0
+    last_error: str | None = None
+    last_swap_s: float | None = None
+
+
+class ServingModel:
+    """A Predictor plus the adapter version it serves; one lock orders batches and swaps."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        label_names: Sequence[str],
+        registry: AdapterRegistry,
+        base_fingerprint: str,
+        base_id: str,
+    ):
+        self.predictor = predictor
+        self.label_names = list(label_names)
+        self.registry = registry
+        self.base_fingerprint = base_fingerprint
+        self.base_id = base_id
+        self.lock = threading.Lock()
+        head = predictor.model.head
+        self.base_head = (head.weight.detach().clone(), head.bias.detach().clone())
+        self.state = SwapState(pid=os.getpid())
+        self.failed: dict[str, str] = {}  # version -> why it could not be loaded
+
+    @property
+    def version(self) -> str:
+        return self.state.adapter
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[Prediction], str]:
+        """Predictions for a batch and the one adapter version that produced all of them."""
+        with self.lock:
+            return self.predictor.predict(texts), self.state.adapter
+
+    def follow(self, target: str | None) -> bool:
+        """Serve `target` (None = the base model) unless already served or known bad."""
+        target = target or BASE
+        if target == self.state.adapter or target in self.failed:
+            return False
+        started = time.perf_counter()
+        try:
+            self._switch_to_base() if target == BASE else self._switch_to(target)
+        except Exception as exc:  # a bad adapter must never take serving down
+            self.failed[target] = f"{type(exc).__name__}: {exc}"
+            self.state.failed_swaps += 1
+            self.state.last_error = f"{target}: {self.failed[target]}"
+            log.error("could not load adapter %s; still serving %s: %s",
+                      target, self.state.adapter, exc)  # fmt: skip
+            return False
+        self.state.swaps += 1
+        self.state.last_swap_s = time.perf_counter() - started
+        self.state.since = time.time()
+        log.info("now serving adapter %s (swap %.0f ms)", target, 1e3 * self.state.last_swap_s)
+        return True
+
+    def _switch_to(self, version: str) -> None:
+        adapter = self.registry.get(version)  # name, files and symlinks checked
+        check_compatible(adapter.manifest, version, self.base_fingerprint, self.base_id)
+        check_entries(adapter.path)
+        weight, bias, _ = read_head(adapter.path, self.label_names, *self.base_head)
+        model = self.predictor.model
+        from peft import PeftModel
+
+        if not isinstance(model.encoder, PeftModel):
+            # The first adapter wraps the encoder in place, so no batch may run meanwhile.
+            with self.lock:
+                model.encoder = PeftModel.from_pretrained(
+                    model.encoder, adapter.path, adapter_name=version
+                ).eval()
+                self._activate(version, weight, bias)
+            return
+        peft_model = model.encoder
+        if version not in peft_model.peft_config:
+            # Loaded inactive: batches in flight keep using the active adapter.
+            peft_model.load_adapter(adapter.path, adapter_name=version, is_trainable=False)
+            peft_model.eval()  # no LoRA dropout; already so for the active layers
+        with self.lock:
+            peft_model.base_model.enable_adapter_layers()
+            peft_model.set_adapter(version)
+            old = self.state.adapter
+            self._activate(version, weight, bias)
+            if old != BASE and old in peft_model.peft_config:
+                peft_model.delete_adapter(old)
+        self._drop_inactive(peft_model, keep=version)
+
+    def _switch_to_base(self) -> None:
+        from peft import PeftModel
+
+        model = self.predictor.model
+        with self.lock:
+            if isinstance(model.encoder, PeftModel):
+                model.encoder.base_model.disable_adapter_layers()
+            self._activate(BASE, *self.base_head)
+
+    def _activate(self, version: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        head = self.predictor.model.head
+        with torch.no_grad():
+            head.weight.copy_(weight.to(head.weight.device))
+            head.bias.copy_(bias.to(head.bias.device))
+        self.state.adapter = version
+
+    def _drop_inactive(self, peft_model, keep: str) -> None:
+        """Unload every adapter but the active one, so memory stays flat over many swaps."""
+        for name in [n for n in peft_model.peft_config if n != keep]:
+            with self.lock:
+                peft_model.delete_adapter(name)
+
+
+class Watcher:
+    """Polls CURRENT and makes a ServingModel follow it; publishes the worker's state."""
+
+    def __init__(self, serving: ServingModel, state_dir: Path, poll_s: float = 0.5):
+        self.serving = serving
+        self.state_file = Path(state_dir) / f"{os.getpid()}.json"
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.check()
+        threading.Thread(target=self._run, name="livetune-swap", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> None:
+        """One poll: follow CURRENT, then write this worker's state."""
+        self.serving.follow(self.serving.registry.current())
+        write_state(self.state_file, asdict(self.serving.state))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.check()
+            except Exception:  # the watcher must outlive any one bad poll
+                log.exception("adapter watcher: poll failed")
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Atomically replace a worker's state file (other workers read it for /status)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(state))
+    os.replace(temp, path)
+
+
+def worker_states(state_dir: Path) -> list[dict]:
+    """The state of every live serving worker, from their state files."""
+    states = []
+    for path in sorted(Path(state_dir).glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+            os.kill(state["pid"], 0)  # raises if that worker is gone
+        except (OSError, ValueError, KeyError):
+            continue
+        states.append(state)
+    return states

@@ -1,0 +1,186 @@
+"""Hot-swap inside one worker: ServingModel follows CURRENT, refuses bad adapters, stays flat."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from service.swap import BASE, ServingModel, Watcher, worker_states
+from tests.conftest import TOY_LABELS
+from training.adapters import attach_lora, fingerprint, load_head, save_adapter
+from training.labels import Label
+from training.model import TextClassifier, load_encoder
+from training.predictor import Predictor
+from training.registry import AdapterRegistry
+from training.trainer import TrainConfig
+
+TEXTS = ["i lost my card", "exchange rate euro", "refund my money please", "hello world"]
+
+
+def zero_shot(model_dir) -> Predictor:
+    encoder, tokenizer = load_encoder(str(model_dir))
+    labels = [Label(name) for name in TOY_LABELS]
+    predictor = Predictor(TextClassifier(encoder, len(labels)), tokenizer, labels, device="cpu")
+    predictor.init_head_from_labels("{name}")
+    return predictor
+
+
+def publish_adapter(registry: AdapterRegistry, model_dir, seed: int) -> str:
+    """A random (but real) adapter for this base model, published, not activated."""
+    predictor = zero_shot(model_dir)
+    model = predictor.model
+    attach_lora(model, TrainConfig(lora_layers=0))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name or name.startswith("head."):
+                param.add_(torch.randn_like(param) * 0.5)
+    version = registry.new_version_name()
+    manifest = {
+        "base_model": {"id": str(model_dir), "fingerprint": fingerprint(model.encoder)},
+        "parent": BASE,
+    }
+    with registry.staging() as folder:
+        save_adapter(model, TOY_LABELS, folder)
+        registry.publish(folder, version, manifest)
+    return version
+
+
+def reference(model_dir, registry: AdapterRegistry, version: str) -> torch.Tensor:
+    """Probabilities of a model built directly with `version`: what serving must match."""
+    predictor = zero_shot(model_dir)
+    path = registry.get(version).path
+    attach_lora(predictor.model, TrainConfig(), warm_start=path)
+    load_head(predictor.model, TOY_LABELS, path)
+    predictor.model.eval()
+    return predictor.probabilities(TEXTS)
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    registry = AdapterRegistry(tmp_path / "adapters")
+    predictor = zero_shot(tiny_model_dir)
+    serving = ServingModel(
+        predictor,
+        TOY_LABELS,
+        registry,
+        base_fingerprint=fingerprint(predictor.model.encoder),
+        base_id=str(tiny_model_dir),
+    )
+    return serving, registry
+
+
+def scores(serving: ServingModel) -> tuple[torch.Tensor, str]:
+    with serving.lock:
+        return serving.predictor.probabilities(TEXTS), serving.version
+
+
+def test_serving_follows_current_and_answers_like_the_adapter_itself(setup, tiny_model_dir):
+    serving, registry = setup
+    base_scores, _ = scores(serving)
+    first = publish_adapter(registry, tiny_model_dir, seed=1)
+    second = publish_adapter(registry, tiny_model_dir, seed=2)
+    for version in (first, second, first):
+        assert serving.follow(version)
+        got, served = scores(serving)
+        assert served == version
+        assert torch.allclose(got, reference(tiny_model_dir, registry, version), atol=1e-5)
+    assert serving.follow(None)
+    got, served = scores(serving)
+    assert served == BASE
+    assert torch.allclose(got, base_scores, atol=1e-6)
+    assert serving.state.swaps == 4 and serving.state.failed_swaps == 0
+    assert list(serving.predictor.model.encoder.peft_config) == [first]  # one loaded at most
+
+
+def test_predict_reports_the_version_that_answered(setup, tiny_model_dir):
+    serving, registry = setup
+    version = publish_adapter(registry, tiny_model_dir, seed=3)
+    predictions, served = serving.predict(TEXTS)
+    assert served == BASE and len(predictions) == len(TEXTS)
+    serving.follow(version)
+    assert serving.predict(TEXTS)[1] == version
+
+
+@pytest.mark.parametrize("damage", ["garbage_weights", "garbage_head", "pickle_planted"])
+def test_a_corrupt_adapter_is_refused_and_the_current_one_keeps_serving(
+    setup, tiny_model_dir, damage
+):
+    serving, registry = setup
+    good = publish_adapter(registry, tiny_model_dir, seed=4)
+    serving.follow(good)
+    before, _ = scores(serving)
+    bad = publish_adapter(registry, tiny_model_dir, seed=5)
+    folder = registry.get(bad).path
+    if damage == "garbage_weights":
+        (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    elif damage == "garbage_head":
+        (folder / "head.safetensors").write_bytes(b"not safetensors")
+    else:
+        (folder / "evil.pkl").write_bytes(b"cos\nsystem\n(S'echo owned'\ntR.")
+    assert not serving.follow(bad)
+    after, served = scores(serving)
+    assert served == good
+    assert torch.equal(after, before)
+    assert serving.state.failed_swaps == 1
+    assert bad in serving.state.last_error
+    assert not serving.follow(bad)  # remembered: not retried on every poll
+    assert serving.state.failed_swaps == 1
+
+
+def test_an_adapter_for_another_base_model_is_refused(setup, tiny_model_dir, tmp_path):
+    from tests.conftest import build_tiny_model
+
+    serving, registry = setup
+    other = build_tiny_model(tmp_path / "other-base", seed=7)
+    version = publish_adapter(registry, other, seed=1)
+    assert not serving.follow(version)
+    assert serving.version == BASE
+    assert "trained on base model" in serving.state.last_error
+
+
+def test_the_watcher_follows_current_and_publishes_worker_state(setup, tiny_model_dir, tmp_path):
+    serving, registry = setup
+    watcher = Watcher(serving, tmp_path / "workers", poll_s=0.05)
+    watcher.start()
+    try:
+        version = publish_adapter(registry, tiny_model_dir, seed=6)
+        registry.activate(version)
+        deadline = time.monotonic() + 5
+        while serving.version != version:
+            assert time.monotonic() < deadline, "the watcher never followed CURRENT"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        [state] = worker_states(tmp_path / "workers")
+        assert state["adapter"] == version and state["swaps"] == 1
+    finally:
+        watcher.stop()
+
+
+def test_memory_stays_flat_over_500_swaps(tmp_path):
+    """On the embedded MiniLM, whose adapters are big enough for a leak to show."""
+    from training.model import embedded_model_path
+
+    model_dir = Path(embedded_model_path())
+    registry = AdapterRegistry(tmp_path / "adapters")
+    versions = [publish_adapter(registry, model_dir, seed=s) for s in (1, 2)]
+    predictor = zero_shot(model_dir)
+    serving = ServingModel(
+        predictor, TOY_LABELS, registry, fingerprint(predictor.model.encoder), "embedded"
+    )
+    process = psutil.Process()
+    for i in range(20):  # warm up allocator caches
+        serving.follow(versions[i % 2])
+    gc.collect()
+    before = process.memory_info().rss
+    for i in range(500):
+        assert serving.follow(versions[i % 2])
+    gc.collect()
+    growth_mb = (process.memory_info().rss - before) / 2**20
+    assert serving.state.swaps == 520
+    assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB over 500 swaps"
