@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models train ~100x slower when two threads fight over a busy 2-core machine.
 torch.set_num_threads(1)
 
-TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
+from tests.factories import TOY_LABELS  # noqa: E402
+
 TOY_WORDS = [
     "card",
     "lost",

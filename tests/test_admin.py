@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.conftest import TOY_LABELS
+from tests.factories import publish_adapter
 from tests.server import start_server, stop_server, wait_for
-from tests.test_swap import publish_adapter
 from training.registry import AdapterRegistry
 
 pytestmark = pytest.mark.integration

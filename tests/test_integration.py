@@ -45,7 +45,7 @@ def readme_curl_commands() -> list[str]:
 
 def test_readme_curl_examples_work_as_documented(server):
     commands = readme_curl_commands()
-    assert len(commands) == 6
+    assert len(commands) == 9
     outputs = []
     for command in commands:
         command = command.replace("localhost:3000", server.removeprefix("http://"))
@@ -57,7 +57,12 @@ def test_readme_curl_examples_work_as_documented(server):
     assert outputs[1:3] == ["200", "200"]
     assert json.loads(outputs[3]) == {"ids": [1], "stored": 1, "duplicates": 0}
     assert json.loads(outputs[4]) == {"accepted": True}
-    error = json.loads(outputs[5])
+    status = json.loads(outputs[5])
+    assert status["ready"] and status["active_adapter"] == "base"
+    assert len(status["workers"]) == 2
+    assert json.loads(outputs[6]) == []
+    assert json.loads(outputs[7]) == {"active": "base"}
+    error = json.loads(outputs[8])
     assert error["detail"][0]["loc"] == ["texts", 0]
     assert "whitespace" in error["detail"][0]["msg"]
 
