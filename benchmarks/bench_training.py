@@ -250,9 +250,7 @@ def markdown(results: dict) -> str:
     for point, ours in results["accuracy"].items():
         base = results["baseline"][point]
         mark = "yes" if ours["mean"] > base["mean"] else "**no**"
-        lines.append(
-            f"| {point} | {len(ours['draws'])} | {cell(base)} | {cell(ours)} | {mark} |"
-        )
+        lines.append(f"| {point} | {len(ours['draws'])} | {cell(base)} | {cell(ours)} | {mark} |")
     speed = results["speed"]
     promo = results["promotion"]
     lines += [
@@ -299,7 +297,7 @@ def main(argv=None) -> None:
     ks = {"5": 5, "10": 10} if args.quick else {"5": 5, "10": 10, "20": 20, "full": None}
     # Few-shot figures swing by a point with the draw of examples: average several draws.
     draws = {name: range(1 if k is None else args.draws) for name, k in ks.items()}
-    points = {name: [per_class(train[1], k, seed) for seed in draws[name]] for name, k in ks.items()}
+    points = {n: [per_class(train[1], k, seed) for seed in draws[n]] for n, k in ks.items()}
     parts = set(args.parts.split(","))
     earlier = parts != ALL_PARTS and args.out.is_file()
     results = json.loads(args.out.read_text()) if earlier else {}
@@ -320,7 +318,7 @@ def main(argv=None) -> None:
     results["quick"] = args.quick
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    if ALL_PARTS <= set(results):
+    if set(results) >= ALL_PARTS:
         print(markdown(results))
     else:
         print(json.dumps(results, indent=2))
