@@ -20,6 +20,7 @@ from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_typ
 from service.swap import ServingModel, Watcher
 from service.trainer import Trainer, gpu_resources, use_bentoml_logging
 from training.adapters import fingerprint
+from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor
 from training.registry import AdapterRegistry
 from training.settings import load_settings
@@ -61,7 +62,7 @@ class Livetune:
         self.prediction_log = PredictionLog(self.store)
         self.registry = AdapterRegistry(settings.data_dir / "adapters", keep=settings.keep_adapters)
         self.workers_dir = settings.data_dir / "workers"
-        self.base_model_id = settings.base_model or "embedded:all-MiniLM-L6-v2"
+        self.base_model_id = base_model_id(settings.base_model)
         self.serving: ServingModel | None = None
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()

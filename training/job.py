@@ -27,7 +27,7 @@ from training.adapters import (
     save_adapter,
 )
 from training.labels import Label
-from training.model import TextClassifier, load_encoder
+from training.model import TextClassifier, base_model_id, load_encoder
 from training.predictor import Predictor, resolve_device
 from training.registry import AdapterRegistry, RegistryError
 from training.store import FeedbackStore, TrainingRun
@@ -204,7 +204,7 @@ class TrainingJob:
         """The model in service (base + CURRENT adapter + head) with a trainable LoRA."""
         config = self.config
         encoder, tokenizer = load_encoder(config.base_model)
-        base_info = {"id": config.base_model or "embedded:all-MiniLM-L6-v2"}
+        base_info = {"id": base_model_id(config.base_model)}
         base_info["fingerprint"] = fingerprint(encoder)
         model = TextClassifier(encoder, len(config.labels))
         Predictor(model, tokenizer, config.labels, device=str(device)).init_head_from_labels(

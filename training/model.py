@@ -29,6 +29,11 @@ def embedded_model_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def base_model_id(name: str | None) -> str:
+    """How manifests and /status name a configured base model."""
+    return name or "embedded:all-MiniLM-L6-v2"
+
+
 def resolve_base_model(name: str | None) -> tuple[str, bool]:
     """(path or hub id, is_local) for a configured base model; empty means the embedded one."""
     if not name:
