@@ -27,6 +27,7 @@ TINY = TrainConfig(
     head_fit_steps=50,
     max_tokens=16,
     precision="fp32",
+    min_steps=0,
 )
 
 
@@ -252,3 +253,11 @@ def test_long_texts_train_when_max_tokens_exceeds_the_model_limit(tiny_model_dir
     texts = [" ".join(["hello"] * 100) + " lost", "exchange rate", "refund please"]
     result = Trainer(model, tokenizer, TOY_LABELS, config).train(texts, TOY_LABELS)
     assert result.steps == 2
+
+
+def test_small_data_still_gets_min_steps(tiny_model_dir):
+    config = TINY.model_copy(update={"epochs": 1, "min_steps": 10, "head_fit_steps": 0})
+    model, tokenizer = lora_model(tiny_model_dir, config)
+    texts, labels = toy_samples(48, seed=0)
+    result = Trainer(model, tokenizer, TOY_LABELS, config).train(texts, labels)
+    assert (result.steps, result.stopped_by) == (10, "min_steps")

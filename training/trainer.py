@@ -46,12 +46,15 @@ class TrainConfig(BaseModel):
         description="LoRA on the top N encoder layers only (0 = all): backward stops below them.",
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training samples (LoRA phase).")
+    min_steps: int = Field(
+        250, ge=0, description="At least this many LoRA steps, however few the samples."
+    )
     max_steps: int = Field(0, ge=0, description="Stop after this many LoRA steps; 0 = no limit.")
     max_seconds: float = Field(
         1_800.0, ge=0, description="Stop the LoRA phase after this many seconds; 0 = no limit."
     )
     batch_size: int = Field(32, ge=1, le=4_096, description="Samples per optimiser step.")
-    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the LoRA weights.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate of the LoRA weights.")
     head_learning_rate: float = Field(
         2e-3, ge=0, description="Learning rate of the head during the LoRA phase."
     )
@@ -65,7 +68,7 @@ class TrainConfig(BaseModel):
         0.0, ge=0, lt=1, description="Label smoothing in the LoRA phase."
     )
     margin: float = Field(
-        0.2,
+        0.3,
         ge=0,
         lt=1,
         description="Margin (x head scale) taken off the true label's logit in the LoRA phase.",
@@ -86,7 +89,7 @@ class TrainResult:
     seconds: float
     head_fit_seconds: float
     final_loss: float
-    stopped_by: str  # "epochs", "max_steps" or "max_seconds"
+    stopped_by: str  # "epochs", "min_steps", "max_steps" or "max_seconds"
 
 
 def class_weights(targets: Sequence[int], num_labels: int) -> torch.Tensor:
@@ -203,7 +206,9 @@ class Trainer:
         )["input_ids"]
         lengths = [len(ids) for ids in encoded]
         per_epoch = math.ceil(len(encoded) / config.batch_size)
-        total = math.ceil(per_epoch * config.epochs)
+        # Small data sets need more passes than large ones: 20 examples a label learn
+        # best in ~8 epochs, 10,000 samples in 3.
+        total = max(math.ceil(per_epoch * config.epochs), config.min_steps)
         if config.max_steps:
             total = min(total, config.max_steps)
         optimizer, scheduler = self._optimizer(total)
@@ -225,6 +230,8 @@ class Trainer:
         else:
             if config.max_steps and total == config.max_steps:
                 stopped_by = "max_steps"
+            elif total == config.min_steps > per_epoch * config.epochs:
+                stopped_by = "min_steps"
         self.model.eval()
         return TrainResult(
             steps=step,
