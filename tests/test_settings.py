@@ -92,3 +92,25 @@ def test_training_hyper_parameters_come_from_nested_variables(monkeypatch):
     monkeypatch.setenv("LIVETUNE_TRAIN__EPOCHS", "-1")
     with pytest.raises(SettingsError, match="LIVETUNE_TRAIN__EPOCHS"):
         load_settings(require_labels=False)
+
+
+def test_readme_states_the_training_defaults_the_code_has():
+    import json
+    import re
+    from pathlib import Path
+
+    from training.trainer import TrainConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, field in TrainConfig.model_fields.items():
+        match = re.search(rf"\| `LIVETUNE_TRAIN__{name.upper()}` \| `([^`]*)`", readme)
+        assert match, name
+        stated, default = match.group(1), field.default
+        if isinstance(default, tuple):
+            assert tuple(json.loads(stated)) == default, name
+        elif isinstance(default, bool):
+            assert stated == str(default).lower(), name
+        elif isinstance(default, (int, float)):
+            assert float(stated) == default, name
+        else:
+            assert stated == default, name
