@@ -43,9 +43,11 @@ from torch import nn  # noqa: E402
 from training.adapters import attach_lora  # noqa: E402
 from training.job import JobConfig, TrainingJob  # noqa: E402
 from training.labels import DEFAULT_TEMPLATE, Label  # noqa: E402
+from training.loop import yield_cpu  # noqa: E402
 from training.model import TextClassifier, load_encoder  # noqa: E402
 from training.predictor import Predictor  # noqa: E402
 from training.registry import AdapterRegistry  # noqa: E402
+from training.settings import Settings  # noqa: E402
 from training.store import NewSample, SQLiteFeedbackStore  # noqa: E402
 from training.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -189,7 +191,7 @@ def hf_trainer_rate(names, texts, labels, config: TrainConfig, *, tuned: bool) -
 def speed_comparison(names, train, config: TrainConfig, per_class_k: int) -> dict:
     indices = per_class(train[1], per_class_k)
     texts, labels = [train[0][i] for i in indices], [train[1][i] for i in indices]
-    lora_only = config.model_copy(update={"epochs": 1.0, "head_fit_steps": 0})
+    lora_only = config.model_copy(update={"epochs": 1.0, "min_steps": 0, "head_fit_steps": 0})
     model, tokenizer = fresh_model(names, lora_only)
     result = Trainer(model, tokenizer, names, lora_only).train(texts, labels)
     ours = result.samples_seen / result.seconds
@@ -215,8 +217,15 @@ def trigger_to_promotion(names, train, per_class_k: int) -> dict:
         store = SQLiteFeedbackStore(tmp, validation_percent=20)
         store.add_samples([NewSample(train[0][i], train[1][i], source="bench") for i in indices])
         registry = AdapterRegistry(Path(tmp) / "adapters")
-        config = JobConfig(base_model="", labels=[Label(n) for n in names],
-                           label_template=DEFAULT_TEMPLATE)  # fmt: skip
+        # As the Trainer service runs it: default settings, at the lowest CPU priority.
+        settings = Settings(labels=[Label(n) for n in names])
+        yield_cpu(settings.train_nice)
+        config = JobConfig(
+            base_model="",
+            labels=settings.label_set(),
+            label_template=DEFAULT_TEMPLATE,
+            threads=settings.train_threads,
+        )
         started = time.perf_counter()
         run = TrainingJob(Path(tmp), store, registry, config).run("samples")
         seconds = time.perf_counter() - started

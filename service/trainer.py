@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import bentoml
 
-from training.loop import TrainingLoop, job_from_settings
+from training.loop import TrainingLoop, job_from_settings, yield_cpu
 from training.settings import load_settings
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -50,6 +50,7 @@ class Trainer:
 
     def __init__(self) -> None:
         use_bentoml_logging()
+        yield_cpu(settings.train_nice)  # this process only trains
         self.loop = TrainingLoop(job_from_settings(settings), settings.train_poll_s)
         threading.Thread(target=self.loop.run_forever, name="livetune-train", daemon=True).start()
 

@@ -99,9 +99,10 @@ def export_samples(args, settings) -> int:
 
 def run_training(args, settings) -> int:
     from training.job import TrainingBusy
-    from training.loop import TrainingLoop, job_from_settings
+    from training.loop import TrainingLoop, job_from_settings, yield_cpu
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    yield_cpu(settings.train_nice)
     job = job_from_settings(settings)
     if not args.once:
         with contextlib.suppress(KeyboardInterrupt):

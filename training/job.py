@@ -171,8 +171,8 @@ class TrainingJob:
         if not train.texts:
             return "rejected", "no training samples yet", None, {}
         device = resolve_device(config.device)
-        if device.type == "cpu":  # leave the other cores to the serving workers
-            torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 2) // 2))
+        if device.type == "cpu":  # serving keeps priority through the process's niceness
+            torch.set_num_threads(config.threads or os.cpu_count() or 1)
         else:  # share the GPU with the serving workers within a set budget
             torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction, device)
         model, tokenizer, base_info, warm = self._warm_model(parent, device)

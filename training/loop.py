@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from training.job import JobConfig, TrainingBusy, TrainingJob
@@ -11,6 +12,17 @@ from training.settings import Settings
 from training.store import SQLiteFeedbackStore, TrainingRun
 
 log = logging.getLogger(__name__)
+
+
+def yield_cpu(niceness: int) -> None:
+    """Lower this process's CPU priority so serving workers always come first.
+
+    A niced trainer may use every core while serving is idle and gets almost none while
+    it is busy, which protects serving better than a thread cap alone: one trainer thread
+    at normal priority would still take a whole core from the API.
+    """
+    if niceness > 0:
+        os.nice(niceness)
 
 
 def job_from_settings(settings: Settings) -> TrainingJob:

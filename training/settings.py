@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     )
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs.")
     train_threads: int = Field(
-        0, ge=0, le=256, description="Torch threads for training on CPU; 0 = half the cores."
+        0, ge=0, le=256, description="Torch threads for training on CPU; 0 = all cores."
+    )
+    train_nice: int = Field(
+        19, ge=0, le=19, description="CPU niceness of the trainer: 19 = serving always first."
     )
     train_gpu_memory_fraction: float = Field(
         0.5, gt=0, le=1, description="Share of GPU memory the trainer may use."
