@@ -27,12 +27,16 @@ def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:
 
 
 def publish_adapter(
-    registry: AdapterRegistry, model_dir, seed: int, labels: Sequence[str] = TOY_LABELS
+    registry: AdapterRegistry,
+    model_dir,
+    seed: int,
+    labels: Sequence[str] = TOY_LABELS,
+    config: TrainConfig = TrainConfig(lora_layers=0),
 ) -> str:
     """A random (but real) adapter for this base model, published, not activated."""
     predictor = zero_shot(model_dir, labels)
     model = predictor.model
-    attach_lora(model, TrainConfig(lora_layers=0))
+    attach_lora(model, config)
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

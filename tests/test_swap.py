@@ -62,7 +62,19 @@ def test_serving_follows_current_and_answers_like_the_adapter_itself(setup, tiny
     assert served == BASE
     assert torch.allclose(got, base_scores, atol=1e-6)
     assert serving.state.swaps == 4 and serving.state.failed_swaps == 0
-    assert list(serving.predictor.model.encoder.peft_config) == [first]  # one loaded at most
+    assert len(serving.predictor.model.encoder.peft_config) == 2  # two slots, reused
+
+
+def test_adapters_of_different_shapes_swap_correctly(setup, tiny_model_dir):
+    serving, registry = setup
+    shapes = [TrainConfig(lora_layers=0), TrainConfig(lora_layers=1, lora_r=4), TrainConfig()]
+    versions = [publish_adapter(registry, tiny_model_dir, seed=i, config=c) for i, c in
+                enumerate(shapes)]  # fmt: skip
+    for version in versions + versions[-2::-1]:
+        assert serving.follow(version), serving.state.last_error
+        got, served = scores(serving)
+        assert served == version
+        assert torch.allclose(got, reference(tiny_model_dir, registry, version), atol=1e-5)
 
 
 def test_predict_reports_the_version_that_answered(setup, tiny_model_dir):
