@@ -3,8 +3,9 @@
 One run starts the real `bentoml serve` (embedded MiniLM, the example label set, trainer
 off), publishes two adapters, and drives closed-loop clients sending one text per
 request. Steady and swapping phases alternate (drift on a shared machine hits both);
-during a swapping phase POST /adapters/activate flips CURRENT between the two adapters
-every second. Prints p50/p99 of both and the ratio (target: p99 with swaps <= 1.5x
+during a swapping phase CURRENT flips between the two adapters every second, the way
+a promotion does it (--via registry, the default) or through POST /adapters/activate
+(--via http). Prints p50/p99 of both and the ratio (target: p99 with swaps <= 1.5x
 steady, zero errors).
 
 Usage, from the repository root:
@@ -97,6 +98,12 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--via",
+        choices=("registry", "http"),
+        default="registry",
+        help="flip CURRENT as a promotion does (registry) or through POST /adapters/activate",
+    )
     args = parser.parse_args(argv)
     labels = [label.name for label in load_labels(LABELS_FILE)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +115,7 @@ def main(argv=None) -> None:
         )
         try:
             wait_for(f"{base}/readyz", process)
-            results = measure(base, versions, args)
+            results = measure(base, versions, registry, args)
         finally:
             stop_server(process)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,12 +123,15 @@ def main(argv=None) -> None:
     print(markdown(results))
 
 
-def measure(base: str, versions: list[str], args) -> dict:
+def measure(base: str, versions: list[str], registry: AdapterRegistry, args) -> dict:
     flips = [0]
 
     def swap() -> None:
         version = versions[flips[0] % 2]
-        httpx.post(f"{base}/adapters/activate", json={"version": version}, timeout=30)
+        if args.via == "http":  # an operator's rollback / roll forward
+            httpx.post(f"{base}/adapters/activate", json={"version": version}, timeout=30)
+        else:  # what the trainer does when it promotes
+            registry.activate(version)
         flips[0] += 1
 
     drive(base, args.clients, 5.0)  # warm-up
@@ -141,6 +151,7 @@ def measure(base: str, versions: list[str], args) -> dict:
         "swaps_done": sum(w["swaps"] for w in status["workers"]),
         "failed_swaps": sum(w["failed_swaps"] for w in status["workers"]),
         "clients": args.clients,
+        "via": args.via,
     }
     results["p99_ratio"] = round(results["swapping"]["p99_ms"] / results["steady"]["p99_ms"], 2)
     return results
@@ -155,7 +166,7 @@ def markdown(results: dict) -> str:
             "|---|---|---|---|---|",
             f"| steady | {steady['requests']} | {steady['errors']} | {steady['p50_ms']} "
             f"| {steady['p99_ms']} |",
-            f"| a swap every second ({results['swaps_done']} swaps, "
+            f"| a swap every second via {results['via']} ({results['swaps_done']} swaps, "
             f"{results['failed_swaps']} failed) | {swapping['requests']} | "
             f"{swapping['errors']} | {swapping['p50_ms']} | {swapping['p99_ms']} |",
             "",
