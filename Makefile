@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_predict.py --data $(DATA)
 	$(PY) benchmarks/bench_feedback.py --data $(DATA)
 	$(PY) benchmarks/bench_training.py --data $(DATA)
+	$(PY) benchmarks/bench_swap.py
 
 build: $(STAMP)
 	$(VENV)/bin/bentoml build

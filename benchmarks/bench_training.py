@@ -305,7 +305,8 @@ def main(argv=None) -> None:
         test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
     ks = {"5": 5, "10": 10} if args.quick else {"5": 5, "10": 10, "20": 20, "full": None}
     # Few-shot figures swing by a point with the draw of examples: average several draws.
-    draws = {name: range(1 if k is None else args.draws) for name, k in ks.items()}
+    many = 1 if args.quick else args.draws
+    draws = {name: range(1 if k is None else many) for name, k in ks.items()}
     points = {n: [per_class(train[1], k, seed) for seed in draws[n]] for n, k in ks.items()}
     parts = set(args.parts.split(","))
     earlier = parts != ALL_PARTS and args.out.is_file()
