@@ -23,7 +23,7 @@ def cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProc
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 
@@ -169,3 +169,9 @@ def test_a_run_killed_midway_leaves_the_registry_consistent(tmp_path, tiny_model
         ("promoted", False),
         ("failed", True),
     ]
+
+
+def test_the_trainer_lowers_its_own_cpu_priority():
+    code = "import os; from training.loop import yield_cpu; yield_cpu(7); print(os.nice(0))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == str(os.nice(0) + 7 if os.nice(0) + 7 <= 19 else 19)

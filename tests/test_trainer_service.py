@@ -23,6 +23,8 @@ TINY_TRAINING = {
     "LIVETUNE_TRAIN__HEAD_FIT_STEPS": "60",
     "LIVETUNE_TRAIN__MAX_TOKENS": "16",
     "LIVETUNE_TRAIN__MARGIN": "0.1",
+    # Tests wait on these runs: full priority, so a busy machine cannot starve them.
+    "LIVETUNE_TRAIN_NICE": "0",
 }
 
 
