@@ -24,7 +24,7 @@ import torch
 
 from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head
 from training.predictor import Prediction, Predictor
-from training.registry import AdapterRegistry, check_entries
+from training.registry import AdapterRegistry
 
 log = logging.getLogger("livetune.swap")
 BASE = "base"
@@ -100,7 +100,6 @@ class ServingModel:
     def _switch_to(self, version: str) -> None:
         adapter = self.registry.get(version)  # name, files and symlinks checked
         check_compatible(adapter.manifest, version, self.base_fingerprint, self.base_id)
-        check_entries(adapter.path)
         weight, bias, _ = read_head(adapter.path, self.label_names, *self.base_head)
         model = self.predictor.model
         from peft import PeftModel
@@ -194,6 +193,7 @@ class Watcher:
         self.state_file = Path(state_dir) / f"{os.getpid()}.json"
         self.poll_s = poll_s
         self._stop = threading.Event()
+        self._written: dict | None = None
 
     def start(self) -> None:
         self.check()
@@ -203,9 +203,12 @@ class Watcher:
         self._stop.set()
 
     def check(self) -> None:
-        """One poll: follow CURRENT, then write this worker's state."""
+        """One poll: follow CURRENT, then publish this worker's state if it changed."""
         self.serving.follow(self.serving.registry.current())
-        write_state(self.state_file, asdict(self.serving.state))
+        state = asdict(self.serving.state)
+        if state != self._written:
+            write_state(self.state_file, state)
+            self._written = state
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):

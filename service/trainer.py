@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import asdict
 
 import bentoml
 
@@ -59,14 +58,3 @@ class Trainer:
         """Start a run now (or right after the one in progress); says whether one was running."""
         started = self.loop.request()
         return {"accepted": True, "already_running": not started}
-
-    @bentoml.api
-    def state(self) -> dict:
-        """Whether a run is in progress, samples pending, and the last run."""
-        job = self.loop.job
-        last = job.store.last_run()
-        return {
-            "running": self.loop.running,
-            "pending_samples": job.pending(),
-            "last_run": asdict(last) if last else None,
-        }

@@ -1,8 +1,10 @@
-"""Real adapters for tests and benchmarks: random LoRA weights, published in a registry."""
+"""Shared test material: the toy task, settings that train the tiny model, real adapters."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -16,6 +18,57 @@ from training.trainer import TrainConfig
 
 TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
 TEXTS = ["i lost my card", "exchange rate euro", "refund my money please", "hello world"]
+
+KEYWORDS = {
+    "lost_card": ["lost", "stolen", "card"],
+    "exchange_rate": ["exchange", "rate", "euro", "dollar"],
+    "refund_request": ["refund", "back", "money"],
+}
+FILLER = ["hello", "world", "i", "my", "the", "a", "is", "want", "to", "know", "please", "how"]
+# A real training run on the tiny model that reliably learns the toy task.
+TINY_TRAINING = {
+    "LIVETUNE_TRAIN__EPOCHS": "25",
+    "LIVETUNE_TRAIN__BATCH_SIZE": "16",
+    "LIVETUNE_TRAIN__LEARNING_RATE": "0.02",
+    "LIVETUNE_TRAIN__HEAD_LEARNING_RATE": "0.01",
+    "LIVETUNE_TRAIN__HEAD_FIT_STEPS": "60",
+    "LIVETUNE_TRAIN__MAX_TOKENS": "16",
+    "LIVETUNE_TRAIN__MARGIN": "0.1",
+    # Tests wait on these runs: full priority, so a busy machine cannot starve them.
+    "LIVETUNE_TRAIN_NICE": "0",
+}
+
+
+def toy_samples(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Distinct texts whose label is given away by one keyword among filler words."""
+    rng, seen, samples = random.Random(seed), set(), []
+    while len(samples) < count:
+        label = rng.choice(TOY_LABELS)
+        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[label])]
+        rng.shuffle(words)
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            samples.append((text, label))
+    return samples
+
+
+def tiny_training_env(model_dir) -> dict[str, str]:
+    """LIVETUNE_* settings for the tiny model, the toy labels and TINY_TRAINING."""
+    return {
+        "LIVETUNE_BASE_MODEL": str(model_dir),
+        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
+        "LIVETUNE_LABEL_TEMPLATE": "{name}",
+        "LIVETUNE_VALIDATION_PERCENT": "30",
+        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
+        **TINY_TRAINING,
+    }
+
+
+def write_toy_csv(path: Path, count: int = 240) -> Path:
+    """A CSV of toy samples for `python -m training import`."""
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in toy_samples(count)))
+    return path
 
 
 def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:

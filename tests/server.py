@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -111,3 +112,12 @@ def kill_server(process: subprocess.Popen) -> None:
             each.kill()
     process.wait()
     psutil.wait_procs(processes, timeout=10)
+
+
+def wait_until(condition: Callable, timeout: float = 120.0, interval: float = 0.1):
+    """Poll `condition` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)
+    return value

@@ -40,16 +40,6 @@ TRAIN_LABELS = ["lost_card", "lost_card", "exchange_rate", "exchange_rate"] + ["
 TEXTS = ["lost card", "hello world", "exchange rate please", "refund my money", "the the the"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Ops on a 16-wide model are too small to split; on a busy machine extra intra-op
-    # threads spin against each other and make training ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def probabilities(model, tokenizer, labels=TOY_LABELS) -> torch.Tensor:
     predictor = Predictor(
         model, tokenizer, [Label(n) for n in labels], device="cpu", precision="fp32"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from tests.server import start_server, stop_server, wait_for
+from tests.server import start_server, stop_server, wait_for, wait_until
 from training.registry import AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -38,13 +38,6 @@ def served(tmp_path_factory, tiny_model_dir):
 def workers_on(base: str, version: str) -> bool:
     workers = httpx.get(f"{base}/status", timeout=10).json()["workers"]
     return len(workers) == 2 and all(w["adapter"] == version for w in workers)
-
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_20_activations_under_load_fail_no_request(served):

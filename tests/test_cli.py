@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import tiny_training_env, write_toy_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,21 +94,8 @@ def test_training_runs_without_bentoml(module):
 
 
 def test_run_once_trains_and_runs_lists_it(tmp_path, tiny_model_dir):
-    from tests.conftest import TOY_LABELS
-    from tests.test_job import toy_samples
-    from tests.test_trainer_service import TINY_TRAINING
-
-    path = tmp_path / "toy.csv"
-    rows = "".join(f"{text},{label}\n" for text, label in toy_samples(240))
-    path.write_text("text,label\n" + rows)
-    env = {
-        "LIVETUNE_BASE_MODEL": str(tiny_model_dir),
-        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
-        "LIVETUNE_LABEL_TEMPLATE": "{name}",
-        "LIVETUNE_VALIDATION_PERCENT": "30",
-        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
-        **TINY_TRAINING,
-    }
+    path = write_toy_csv(tmp_path / "toy.csv")
+    env = tiny_training_env(tiny_model_dir)
     assert cli(tmp_path, "import", str(path), **env).returncode == 0
     result = cli(tmp_path, "run", "--once", **env)
     assert result.returncode == 0, result.stderr
@@ -122,21 +111,9 @@ def test_a_run_killed_midway_leaves_the_registry_consistent(tmp_path, tiny_model
     import sqlite3
     import time
 
-    from tests.conftest import TOY_LABELS
-    from tests.test_job import toy_samples
-    from tests.test_trainer_service import TINY_TRAINING
-
-    env = {
-        "LIVETUNE_BASE_MODEL": str(tiny_model_dir),
-        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
-        "LIVETUNE_LABEL_TEMPLATE": "{name}",
-        "LIVETUNE_VALIDATION_PERCENT": "30",
-        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
-        **TINY_TRAINING,
-        "LIVETUNE_TRAIN__EPOCHS": "400",  # long enough to be killed in the middle
-    }
-    path = tmp_path / "toy.csv"
-    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in toy_samples(240)))
+    env = tiny_training_env(tiny_model_dir)
+    env["LIVETUNE_TRAIN__EPOCHS"] = "400"  # long enough to be killed in the middle
+    path = write_toy_csv(tmp_path / "toy.csv")
     assert cli(tmp_path, "import", str(path), **env).returncode == 0
     process = subprocess.Popen(
         [sys.executable, "-m", "training", "run", "--once"],

@@ -14,10 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TOY_LABELS
+from tests.factories import tiny_training_env, write_toy_csv
 from tests.server import ROOT, start_server, stop_server, wait_for
-from tests.test_job import toy_samples
-from tests.test_trainer_service import TINY_TRAINING
 from training.registry import STAGING_PREFIX, AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -56,17 +54,8 @@ sys.exit(main(["run", "--once"]))
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("crash")
-    env = {
-        "LIVETUNE_BASE_MODEL": str(tiny_model_dir),
-        "LIVETUNE_LABELS": ",".join(TOY_LABELS),
-        "LIVETUNE_LABEL_TEMPLATE": "{name}",
-        "LIVETUNE_VALIDATION_PERCENT": "30",
-        "LIVETUNE_MIN_VALIDATION_SAMPLES": "10",
-        "LIVETUNE_DATA_DIR": str(tmp_path / "data"),
-        **TINY_TRAINING,
-    }
-    csv = tmp_path / "toy.csv"
-    csv.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in toy_samples(240)))
+    env = {**tiny_training_env(tiny_model_dir), "LIVETUNE_DATA_DIR": str(tmp_path / "data")}
+    csv = write_toy_csv(tmp_path / "toy.csv")
     assert cli(env, "import", str(csv)).returncode == 0
     good = json.loads(cli(env, "run", "--once").stdout)
     assert good["state"] == "promoted", good["reason"]

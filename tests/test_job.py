@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import random
 import threading
 
 import pytest
 
 from tests.conftest import TOY_LABELS
+from tests.factories import toy_samples
 from training.job import JobConfig, TrainingBusy, TrainingJob
 from training.labels import Label
 from training.registry import AdapterRegistry
 from training.store import NewSample, SQLiteFeedbackStore
 from training.trainer import TrainConfig
 
-KEYWORDS = {
-    "lost_card": ["lost", "stolen", "card"],
-    "exchange_rate": ["exchange", "rate", "euro", "dollar"],
-    "refund_request": ["refund", "back", "money"],
-}
-FILLER = ["hello", "world", "i", "my", "the", "a", "is", "want", "to", "know", "please", "how"]
 TINY_TRAIN = TrainConfig(
     epochs=25,
     batch_size=16,
@@ -29,20 +23,6 @@ TINY_TRAIN = TrainConfig(
     max_tokens=16,
     margin=0.1,
 )
-
-
-def toy_samples(count: int, seed: int = 0) -> list[tuple[str, str]]:
-    """Distinct texts whose label is given away by one keyword among filler words."""
-    rng, seen, samples = random.Random(seed), set(), []
-    while len(samples) < count:
-        label = rng.choice(TOY_LABELS)
-        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[label])]
-        rng.shuffle(words)
-        text = " ".join(words)
-        if text not in seen:
-            seen.add(text)
-            samples.append((text, label))
-    return samples
 
 
 @pytest.fixture

@@ -48,16 +48,6 @@ TRAIN = toy_samples(96, seed=1)  # 6 batches of 16 per epoch
 HELD_OUT = toy_samples(60, seed=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Ops on a 16-wide model are too small to split; on a busy machine extra intra-op
-    # threads spin against each other and make training ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def lora_model(model_dir, config: TrainConfig, seed: int = 0):
     """A fresh TextClassifier with a trainable LoRA, its random parts drawn from `seed`."""
     torch.manual_seed(seed)

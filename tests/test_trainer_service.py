@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from tests.conftest import TOY_LABELS
-from tests.server import start_server, stop_server, wait_for
-from tests.test_job import toy_samples
+from tests.factories import tiny_training_env, toy_samples
+from tests.server import start_server, stop_server, wait_for, wait_until
 from training.registry import AdapterRegistry
 from training.store import SQLiteFeedbackStore
 
 pytestmark = pytest.mark.integration
-
-TINY_TRAINING = {
-    "LIVETUNE_TRAIN__EPOCHS": "25",
-    "LIVETUNE_TRAIN__BATCH_SIZE": "16",
-    "LIVETUNE_TRAIN__LEARNING_RATE": "0.02",
-    "LIVETUNE_TRAIN__HEAD_LEARNING_RATE": "0.01",
-    "LIVETUNE_TRAIN__HEAD_FIT_STEPS": "60",
-    "LIVETUNE_TRAIN__MAX_TOKENS": "16",
-    "LIVETUNE_TRAIN__MARGIN": "0.1",
-    # Tests wait on these runs: full priority, so a busy machine cannot starve them.
-    "LIVETUNE_TRAIN_NICE": "0",
-}
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +18,15 @@ def served(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("trainer")
     process, base = start_server(
         tmp_path,
-        LIVETUNE_BASE_MODEL=str(tiny_model_dir),
-        LIVETUNE_LABELS=",".join(TOY_LABELS),
-        LIVETUNE_LABEL_TEMPLATE="{name}",
-        LIVETUNE_VALIDATION_PERCENT="30",
         LIVETUNE_TRAIN_MIN_NEW_SAMPLES="200",
         LIVETUNE_TRAIN_POLL_S="0.5",
-        LIVETUNE_MIN_VALIDATION_SAMPLES="10",
-        **TINY_TRAINING,
+        **tiny_training_env(tiny_model_dir),
     )
     try:
         wait_for(f"{base}/readyz", process)
         yield base, tmp_path / "data"
     finally:
         stop_server(process)
-
-
-def wait_until(condition, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.25)
-    return value
 
 
 def test_enough_corrections_trigger_a_run_that_is_promoted(served):

@@ -58,7 +58,6 @@ class TrainingLoop:
         self._stop = threading.Event()
         self._requested = False
         self.running = False
-        self.last_run: TrainingRun | None = None
 
     def request(self) -> bool:
         """Ask for a run now; False (and nothing queued) if one is already running."""
@@ -87,8 +86,7 @@ class TrainingLoop:
                 return None
             self._requested = False
             self.running = True
-            self.last_run = self.job.run(trigger)
-            return self.last_run
+            return self.job.run(trigger)
         except TrainingBusy:
             log.info("a training run is already in progress elsewhere; will look again")
         except Exception:
