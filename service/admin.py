@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from service.swap import BASE, worker_states
 from training.adapters import check_compatible
-from training.job import training_cursor
+from training.job import pending_samples
 from training.registry import AdapterRegistry, InvalidVersion, RegistryError
 
 
@@ -56,7 +56,7 @@ def status(service) -> dict:
         "ready": serving is not None,
         "active_adapter": service.registry.current() or BASE,
         "workers": worker_states(service.workers_dir),
-        "pending_samples": store.count_samples(after_id=training_cursor(store)),
+        "pending_samples": pending_samples(store),
         "samples": store.count_samples(),
         "last_training_run": asdict(last) if last else None,
     }

@@ -47,6 +47,11 @@ def training_cursor(store: FeedbackStore) -> int:
     return 0
 
 
+def pending_samples(store: FeedbackStore) -> int:
+    """Corrections that arrived after the last run that finished training."""
+    return store.count_samples(after_id=training_cursor(store))
+
+
 class TrainingBusy(RuntimeError):
     """Another training run holds the lock."""
 
@@ -93,7 +98,7 @@ class TrainingJob:
         backing_off = last and last.state == "failed" and last.finished_at
         if backing_off and now - last.finished_at < self.config.failure_backoff_s:
             return None
-        cursor = self.cursor()
+        cursor = training_cursor(self.store)
         if self.store.count_samples(after_id=cursor) >= self.config.min_new_samples:
             return "samples"
         oldest = self.store.oldest_sample_time(after_id=cursor)
@@ -101,13 +106,9 @@ class TrainingJob:
             return "interval"
         return None
 
-    def cursor(self) -> int:
-        """The data cursor of the last run that finished training (promoted or rejected)."""
-        return training_cursor(self.store)
-
     def pending(self) -> int:
         """Corrections that arrived after the last finished run."""
-        return self.store.count_samples(after_id=self.cursor())
+        return pending_samples(self.store)
 
     def run(self, trigger: str = "manual") -> TrainingRun:
         """Train, validate and publish-or-reject once; TrainingBusy if a run is under way."""
