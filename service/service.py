@@ -12,7 +12,7 @@ import torch
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
-from service import admin
+from service import admin, metrics
 from service.feedback import resolve_samples
 from service.limits import BodySizeLimit
 from service.prediction_log import PredictionLog
@@ -116,6 +116,7 @@ class Livetune:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
         predictions, version = self._ready_serving().predict(texts)
         answers = [encode_prediction(p, version) for p in predictions]
+        metrics.record_predictions([a.label for a in answers], [a.score for a in answers], version)
         if settings.log_predictions:
             self._remember(texts, answers)
         return answers
@@ -129,6 +130,7 @@ class Livetune:
             message = f"{len(errors)} invalid sample(s); nothing was stored"
             return JSONResponse({"error": message, "detail": errors}, status_code=400)
         result = self.store.add_samples(resolved)
+        metrics.record_feedback(resolved, result.new)
         return FeedbackOut(
             ids=result.ids, stored=len(result.ids) - result.duplicates, duplicates=result.duplicates
         )
@@ -184,4 +186,7 @@ def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
 
 
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+Livetune.add_asgi_middleware(
+    metrics.RefreshOnScrape, online_window=settings.online_accuracy_window
+)
 Livetune.mount_asgi_app(admin.routes, path="/")

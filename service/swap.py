@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from service import metrics
 from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head
 from training.predictor import Prediction, Predictor
 from training.registry import AdapterRegistry
@@ -64,6 +65,7 @@ class ServingModel:
         head = predictor.model.head
         self.base_head = (head.weight.detach().clone(), head.bias.detach().clone())
         self.state = SwapState(pid=os.getpid())
+        metrics.record_serving(self.state.adapter)
         self.failed: dict[str, str] = {}  # version -> why it could not be loaded
         self.active_slot: str | None = None
 
@@ -81,18 +83,20 @@ class ServingModel:
         target = target or BASE
         if target == self.state.adapter or target in self.failed:
             return False
-        started = time.perf_counter()
+        previous, started = self.state.adapter, time.perf_counter()
         try:
             self._switch_to_base() if target == BASE else self._switch_to(target)
         except Exception as exc:  # a bad adapter must never take serving down
             self.failed[target] = f"{type(exc).__name__}: {exc}"
             self.state.failed_swaps += 1
+            metrics.record_swap_failure()
             self.state.last_error = f"{target}: {self.failed[target]}"
             log.error("could not load adapter %s; still serving %s: %s",
                       target, self.state.adapter, exc)  # fmt: skip
             return False
         self.state.swaps += 1
         self.state.last_swap_s = time.perf_counter() - started
+        metrics.record_swap(previous, target, self.state.last_swap_s)
         self.state.since = time.time()
         log.info("now serving adapter %s (swap %.0f ms)", target, 1e3 * self.state.last_swap_s)
         return True

@@ -12,6 +12,7 @@ import threading
 
 import bentoml
 
+from service.metrics import record_training_run
 from training.loop import TrainingLoop, job_from_settings, yield_cpu
 from training.settings import load_settings
 
@@ -50,7 +51,9 @@ class Trainer:
     def __init__(self) -> None:
         use_bentoml_logging()
         yield_cpu(settings.train_nice)  # this process only trains
-        self.loop = TrainingLoop(job_from_settings(settings), settings.train_poll_s)
+        self.loop = TrainingLoop(
+            job_from_settings(settings), settings.train_poll_s, on_run=record_training_run
+        )
         threading.Thread(target=self.loop.run_forever, name="livetune-train", daemon=True).start()
 
     @bentoml.api

@@ -53,6 +53,9 @@ def start_server(
         BENTOML_DO_NOT_TRACK="true",
         HF_HUB_OFFLINE="1",
         LIVETUNE_DATA_DIR=str(tmp_path / "data"),
+        # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: one
+        # home per server, so servers running side by side keep their own metrics.
+        BENTOML_HOME=str(tmp_path / f"bentoml-{port}"),
         **env,
     )
     command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]

@@ -129,3 +129,39 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     store = SQLiteFeedbackStore(tmp_path)
     assert store.count_samples() == 400
     store.close()
+
+
+def test_add_result_says_which_samples_were_new(store):
+    store.add_samples([NewSample("a b", "x", client_id="k1")])
+    result = store.add_samples(
+        [NewSample("c d", "y"), NewSample("other", "x", client_id="k1"), NewSample("a b", "x")]
+    )
+    assert result.new == [True, False, False]
+    assert result.duplicates == 2
+
+
+def test_agreement_over_the_most_recent_linked_corrections(store):
+    def corrected(text, label, served):
+        return NewSample(text, label, prediction_id=f"p-{text}", predicted_label=served)
+
+    store.add_samples([corrected("one", "a", "b"), corrected("two", "a", "b")])
+    store.add_samples([NewSample("not linked", "a")])
+    store.add_samples([corrected("three", "a", "a"), corrected("four", "b", "b")])
+    assert store.agreement(window=100) == (2, 4)
+    assert store.agreement(window=2) == (2, 2)  # the newest two, both agreed
+    assert store.agreement(window=3) == (2, 3)
+
+
+def test_runs_filtered_by_state(store):
+    def run(state):
+        run_id = store.start_run(
+            trigger="manual", parent="base", data_cursor=0, train_samples=1, validation_samples=0
+        )
+        store.finish_run(run_id, state=state, reason=None, candidate=None, report={})
+        return run_id
+
+    promoted, rejected, failed = run("promoted"), run("rejected"), run("failed")
+    assert [r.id for r in store.runs(states=("promoted", "rejected"))] == [rejected, promoted]
+    assert [r.id for r in store.runs(limit=1, states=("promoted",))] == [promoted]
+    assert [r.id for r in store.runs()] == [failed, rejected, promoted]
+    assert store.runs(states=("running",)) == []

@@ -41,10 +41,8 @@ LOCK_FILE = "train.lock"
 
 def training_cursor(store: FeedbackStore) -> int:
     """The data cursor of the last run that finished training (promoted or rejected)."""
-    for run in store.runs(limit=50):
-        if run.state in ("promoted", "rejected"):
-            return run.data_cursor
-    return 0
+    runs = store.runs(limit=1, states=("promoted", "rejected"))
+    return runs[0].data_cursor if runs else 0
 
 
 def pending_samples(store: FeedbackStore) -> int:

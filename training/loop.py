@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from training.job import JobConfig, TrainingBusy, TrainingJob
 from training.registry import AdapterRegistry
@@ -51,9 +52,15 @@ def job_from_settings(settings: Settings) -> TrainingJob:
 class TrainingLoop:
     """Runs `job` whenever it is due or requested, one run at a time, until stopped."""
 
-    def __init__(self, job: TrainingJob, poll_s: float):
+    def __init__(
+        self,
+        job: TrainingJob,
+        poll_s: float,
+        on_run: Callable[[TrainingRun], None] | None = None,
+    ):
         self.job = job
         self.poll_s = poll_s
+        self.on_run = on_run  # told of every finished run (the Trainer counts them)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._requested = False
@@ -86,7 +93,10 @@ class TrainingLoop:
                 return None
             self._requested = False
             self.running = True
-            return self.job.run(trigger)
+            run = self.job.run(trigger)
+            if self.on_run is not None:
+                self.on_run(run)
+            return run
         except TrainingBusy:
             log.info("a training run is already in progress elsewhere; will look again")
         except Exception:

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     min_validation_samples: int = Field(
         20, ge=0, description="Validation samples needed before any promotion."
     )
+    online_accuracy_window: int = Field(
+        500, ge=1, le=1_000_000, description="Recent corrections behind the online-accuracy metric."
+    )
     keep_adapters: int = Field(20, ge=1, description="Adapter versions kept (plus the active one).")
     train: TrainConfig = Field(
         default_factory=TrainConfig,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class StoredSample:
 class AddResult:
     ids: list[int]  # one per input sample; a duplicate gets the id already stored
     duplicates: int
+    new: list[bool] = field(default_factory=list)  # per input sample: stored by this call
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class FeedbackStore(abc.ABC):
         """created_at of the oldest active sample above `after_id`, None if there is none."""
 
     @abc.abstractmethod
+    def agreement(self, window: int) -> tuple[int, int]:
+        """(agreed, total) over the last `window` corrections linked to a served prediction:
+        how often the served label was the label the client sent."""
+
+    @abc.abstractmethod
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Remember served predictions (one write per batch) and prune past retention."""
 
@@ -122,8 +128,8 @@ class FeedbackStore(abc.ABC):
         """Record how a run ended: promoted, rejected or failed, and why."""
 
     @abc.abstractmethod
-    def runs(self, *, limit: int = 20) -> list[TrainingRun]:
-        """The most recent training runs, newest first."""
+    def runs(self, *, limit: int = 20, states: Sequence[str] = ()) -> list[TrainingRun]:
+        """The most recent training runs, newest first; only those in `states` if given."""
 
     @abc.abstractmethod
     def fail_interrupted_runs(self, reason: str) -> int:

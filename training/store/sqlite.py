@@ -137,17 +137,14 @@ class SQLiteFeedbackStore(FeedbackStore):
         self._last_prune = 0.0
 
     def add_samples(self, samples: Sequence[NewSample]) -> AddResult:
-        ids, duplicates, now = [], 0, time.time()
+        ids, new, now = [], [], time.time()
         with self._samples_lock, transaction(self._samples) as db:
             for sample in samples:
                 key = text_key(sample.text)
                 existing = self._existing(db, sample, key)
-                if existing is not None:
-                    ids.append(existing)
-                    duplicates += 1
-                    continue
-                ids.append(self._insert(db, sample, key, now))
-        return AddResult(ids=ids, duplicates=duplicates)
+                new.append(existing is None)
+                ids.append(existing if existing is not None else self._insert(db, sample, key, now))
+        return AddResult(ids=ids, duplicates=new.count(False), new=new)
 
     def _existing(self, db: sqlite3.Connection, sample: NewSample, key: str) -> int | None:
         """The id already stored for a replayed client id or an identical active sample."""
@@ -216,6 +213,16 @@ class SQLiteFeedbackStore(FeedbackStore):
                 (after_id,),
             ).fetchone()[0]
 
+    def agreement(self, window: int) -> tuple[int, int]:
+        with self._samples_lock:
+            agreed, total = self._samples.execute(
+                "SELECT coalesce(sum(label = predicted_label), 0), count(*) FROM (SELECT label,"
+                " predicted_label FROM samples WHERE predicted_label IS NOT NULL"
+                " ORDER BY id DESC LIMIT ?)",
+                (window,),
+            ).fetchone()
+        return agreed, total
+
     def max_sample_id(self) -> int:
         with self._samples_lock:
             return self._samples.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
@@ -242,10 +249,12 @@ class SQLiteFeedbackStore(FeedbackStore):
                 (state, reason, candidate, json.dumps(report), time.time(), run_id),
             )
 
-    def runs(self, *, limit: int = 20) -> list[TrainingRun]:
+    def runs(self, *, limit: int = 20, states: Sequence[str] = ()) -> list[TrainingRun]:
+        where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         with self._samples_lock:
             rows = self._samples.execute(
-                f"SELECT {RUN_COLUMNS} FROM training_runs ORDER BY id DESC LIMIT ?", (limit,)
+                f"SELECT {RUN_COLUMNS} FROM training_runs {where} ORDER BY id DESC LIMIT ?",
+                (*states, limit),
             ).fetchall()
         return [TrainingRun(*row[:-1], report=json.loads(row[-1])) for row in rows]
 

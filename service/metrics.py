@@ -1,0 +1,214 @@
+"""livetune's Prometheus metrics, next to the request metrics BentoML exports itself.
+
+`bentoml serve` runs prometheus-client in multiprocess mode: every API worker and the
+Trainer process write their samples to one shared directory, and whichever worker
+answers GET /metrics aggregates them all. So:
+- events are counted where they happen (predictions and swaps in the API workers,
+  training runs in the Trainer process), and counters add up across processes;
+- facts that live in the durable store (pending samples, online accuracy, the last
+  run's gate) are read from it when /metrics is scraped, into gauges that keep the
+  most recent value, so every worker reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import anyio
+import bentoml
+from bentoml.exceptions import BentoMLException
+from prometheus_client import Counter, Gauge, Histogram
+
+from training.job import pending_samples
+from training.store import FeedbackStore, NewSample, TrainingRun
+
+log = logging.getLogger("livetune.metrics")
+METRICS_PATH = "/metrics"
+MAX_SOURCES = 32  # distinct feedback `source` values kept as label values; others are "other"
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SWAP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TRAINING_BUCKETS = (10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200)
+
+PREDICTIONS = Counter(
+    "livetune_predictions",
+    "Texts classified, by predicted label and adapter.",
+    ["label", "adapter"],
+)
+CONFIDENCE = Histogram(
+    "livetune_prediction_confidence",
+    "Probability of the predicted label.",
+    buckets=CONFIDENCE_BUCKETS,
+)
+FEEDBACK = Counter(
+    "livetune_feedback_samples",
+    "Corrections newly stored, by source and by whether the served prediction agreed"
+    ' ("unknown": no served prediction is linked).',
+    ["source", "agreed"],
+)
+SWAPS = Counter("livetune_adapter_swaps", "Adapter versions switched in by a worker.")
+SWAP_FAILURES = Counter(
+    "livetune_adapter_swap_failures", "Adapter versions a worker could not load."
+)
+SWAP_SECONDS = Histogram(
+    "livetune_adapter_swap_duration_seconds",
+    "Time to load and switch in an adapter version.",
+    buckets=SWAP_BUCKETS,
+)
+ADAPTER_INFO = Gauge(
+    "livetune_adapter_info",
+    "1 for the adapter version a worker serves, 0 for those it served before.",
+    ["version"],
+    multiprocess_mode="liveall",  # one series per live worker: shows convergence
+)
+TRAINING_RUNS = Counter(
+    "livetune_training_runs", "Training runs finished by the Trainer, by outcome.", ["outcome"]
+)
+TRAINING_SECONDS = Histogram(
+    "livetune_training_duration_seconds",
+    "Wall time of a training run, by outcome.",
+    ["outcome"],
+    buckets=TRAINING_BUCKETS,
+)
+
+
+def _store_gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+    # Every worker computes the same value from the shared store; keep the freshest.
+    return Gauge(name, documentation, labels, multiprocess_mode="mostrecent")
+
+
+PENDING = _store_gauge(
+    "livetune_feedback_pending_samples", "Corrections not yet seen by a finished training run."
+)
+STORED = _store_gauge("livetune_feedback_stored_samples", "Active corrections in the store.")
+ONLINE_ACCURACY = _store_gauge(
+    "livetune_online_accuracy",
+    "Share of the most recent corrections linked to a served prediction whose served label"
+    " was the label sent.",
+)
+ONLINE_WINDOW = _store_gauge(
+    "livetune_online_accuracy_samples", "Corrections behind livetune_online_accuracy."
+)
+VALIDATION_ACCURACY = _store_gauge(
+    "livetune_training_validation_accuracy",
+    "Validation accuracy measured by the last training run's gate: of the adapter in service"
+    ' then (model="in_service") and of its candidate (model="candidate").',
+    ["model"],
+)
+LAST_PROMOTION = _store_gauge(
+    "livetune_training_last_promotion_timestamp_seconds",
+    "Unix time of the last promotion; 0 if none yet.",
+)
+TRAINING_ACTIVE = _store_gauge(
+    "livetune_training_in_progress", "1 while a training run is under way."
+)
+
+
+def record_predictions(labels: Sequence[str], scores: Sequence[float], adapter: str) -> None:
+    for label, score in zip(labels, scores):
+        PREDICTIONS.labels(label=label, adapter=adapter).inc()
+        CONFIDENCE.observe(score)
+
+
+class FeedbackSources:
+    """Bounds the `source` label: the first MAX_SOURCES values seen keep their name."""
+
+    def __init__(self, limit: int = MAX_SOURCES):
+        self.limit = limit
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, source: str | None) -> str:
+        source = source or "unspecified"
+        with self._lock:
+            if source in self.seen:
+                return source
+            if len(self.seen) < self.limit:
+                self.seen.add(source)
+                return source
+        return "other"
+
+
+SOURCES = FeedbackSources()
+
+
+def record_feedback(samples: Sequence[NewSample], new: Sequence[bool]) -> None:
+    """Count the corrections a /feedback call stored (replays are not counted twice)."""
+    for sample, stored in zip(samples, new):
+        if not stored:
+            continue
+        if sample.predicted_label is None:
+            agreed = "unknown"
+        else:
+            agreed = "true" if sample.predicted_label == sample.label else "false"
+        FEEDBACK.labels(source=SOURCES.label(sample.source), agreed=agreed).inc()
+
+
+def record_swap(previous: str, version: str, seconds: float) -> None:
+    SWAPS.inc()
+    SWAP_SECONDS.observe(seconds)
+    ADAPTER_INFO.labels(version=previous).set(0)
+    ADAPTER_INFO.labels(version=version).set(1)
+
+
+def record_swap_failure() -> None:
+    SWAP_FAILURES.inc()
+
+
+def record_serving(version: str) -> None:
+    """The version a worker serves before any swap (the base model)."""
+    ADAPTER_INFO.labels(version=version).set(1)
+
+
+def record_training_run(run: TrainingRun) -> None:
+    TRAINING_RUNS.labels(outcome=run.state).inc()
+    if run.finished_at is not None:
+        TRAINING_SECONDS.labels(outcome=run.state).observe(run.finished_at - run.started_at)
+
+
+def refresh_from_store(store: FeedbackStore, online_window: int) -> None:
+    """Set the store-derived gauges; called just before /metrics is rendered."""
+    PENDING.set(pending_samples(store))
+    STORED.set(store.count_samples())
+    agreed, total = store.agreement(online_window)
+    ONLINE_WINDOW.set(total)
+    if total:
+        ONLINE_ACCURACY.set(agreed / total)
+    promoted = store.runs(limit=1, states=("promoted",))
+    LAST_PROMOTION.set(promoted[0].finished_at if promoted else 0)
+    last = store.last_run()
+    TRAINING_ACTIVE.set(1 if last is not None and last.state == "running" else 0)
+    for run in store.runs(limit=20, states=("promoted", "rejected")):
+        gate = run.report.get("gate")
+        if gate:
+            VALIDATION_ACCURACY.labels(model="in_service").set(gate["current_accuracy"])
+            VALIDATION_ACCURACY.labels(model="candidate").set(gate["candidate_accuracy"])
+            break
+
+
+class RefreshOnScrape:
+    """ASGI middleware: refresh the store-derived gauges, then let BentoML render /metrics.
+
+    BentoML renders /metrics from the multiprocess files only (no custom collectors), so
+    the values read from the store are written just before it does.
+    """
+
+    def __init__(self, app, online_window: int):
+        self.app = app
+        self.online_window = online_window
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await anyio.to_thread.run_sync(self._refresh)
+        await self.app(scope, receive, send)
+
+    def _refresh(self) -> None:
+        try:
+            service = bentoml.get_current_service()
+        except BentoMLException:  # not instantiated yet: nothing stored to report
+            return
+        try:
+            refresh_from_store(service.store, self.online_window)
+        except Exception:  # a scrape must still answer with the other metrics
+            log.exception("could not refresh the store metrics")
