@@ -149,18 +149,22 @@ class Service:
         self.http.post("/feedback", json={"samples": samples}).raise_for_status()
 
     def status(self) -> dict:
-        return self.http.get("/status").raise_for_status().json()
+        status = self.http.get("/status").raise_for_status().json()
+        self._note(status["workers"])
+        return status
+
+    def _note(self, workers: list[dict]) -> None:
+        for worker in workers:
+            first = self.served_since.get(worker["adapter"], worker["since"])
+            self.served_since[worker["adapter"]] = min(first, worker["since"])
 
     def _watch(self) -> None:
         with httpx.Client(base_url=self.base, timeout=30) as http:
             while not self._stop.wait(0.5):
                 try:
-                    workers = http.get("/status").json()["workers"]
+                    self._note(http.get("/status").json()["workers"])
                 except (httpx.HTTPError, ValueError, KeyError):
                     continue
-                for worker in workers:
-                    first = self.served_since.get(worker["adapter"], worker["since"])
-                    self.served_since[worker["adapter"]] = min(first, worker["since"])
 
     def close(self) -> None:
         self._stop.set()

@@ -21,24 +21,26 @@ def test_the_online_benchmark_records_a_learning_curve_with_promotions(tmp_path,
     write_tsv(tmp_path / "train.tsv", samples[:180])
     write_tsv(tmp_path / "test.tsv", samples[180:])
     env = tiny_training_env(tiny_model_dir)
-    settings = [
-        f"{k}={v}" for k, v in env.items() if k not in ("LIVETUNE_LABELS", "LIVETUNE_BASE_MODEL")
-    ]
+    # One run per checkpoint; one thread each, as two fighting over a busy machine crawl.
+    env.update(
+        LIVETUNE_TRAIN_MIN_NEW_SAMPLES="90", LIVETUNE_TRAIN_THREADS="1", LIVETUNE_THREADS="1"
+    )
+    given = {"LIVETUNE_LABELS", "LIVETUNE_BASE_MODEL"}  # the benchmark sets these itself
     out = tmp_path / "out" / "online.json"
-    args = ["--data", str(tmp_path), "--base-model", str(tiny_model_dir), "--every", "60"]
-    args += ["--out", str(out), *(f"--set={s}" for s in settings)]
+    args = ["--data", str(tmp_path), "--base-model", str(tiny_model_dir), "--every", "90"]
+    args += ["--out", str(out), *(f"--set={k}={v}" for k, v in env.items() if k not in given)]
 
     online.main(args)
 
     results = json.loads(out.read_text())
     curve = results["curve"]
-    assert [c["samples"] for c in curve] == [0, 60, 120, 180]
+    assert [c["samples"] for c in curve] == [0, 90, 180]
     assert all(0 <= c["accuracy"] <= 1 and c["caught_up"] for c in curve)
     assert curve[0]["adapters"] == ["base"]
     assert results["swaps"]["promotions"] >= 1
     assert curve[-1]["adapters"] != ["base"]
     assert curve[-1]["accuracy"] > curve[0]["accuracy"]
-    assert set(results["baselines"]["head_only"]) == {"60", "120", "180"}
+    assert set(results["baselines"]["head_only"]) == {"90", "180"}
     promoted = [r for r in results["runs"] if r["state"] == "promoted"]
     assert all(r["trigger_to_served_s"] >= r["trigger_to_finish_s"] > 0 for r in promoted)
     assert results["service_settings"]["LIVETUNE_TRAIN__EPOCHS"] == env["LIVETUNE_TRAIN__EPOCHS"]
