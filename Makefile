@@ -14,7 +14,7 @@ ifeq ($(LIVETUNE_LABELS)$(LIVETUNE_LABELS_FILE),)
 serve build: export LIVETUNE_LABELS_FILE := examples/support_labels.txt
 endif
 
-.PHONY: setup serve test lint bench build clean
+.PHONY: setup serve test lint bench bench-online build clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_feedback.py --data $(DATA)
 	$(PY) benchmarks/bench_training.py --data $(DATA)
 	$(PY) benchmarks/bench_swap.py
+
+# The learning curve through the real service (about an hour on 2 CPU cores;
+# ONLINE_ARGS=--quick for a few minutes).
+bench-online: $(STAMP)
+	$(PY) benchmarks/online.py --data $(DATA) $(ONLINE_ARGS)
 
 build: $(STAMP)
 	$(VENV)/bin/bentoml build
