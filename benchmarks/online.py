@@ -332,12 +332,16 @@ def plot(results: dict, path: Path) -> None:
         ls="-.",
         label=f"head-only LR, all {results['train_samples']} train samples (offline)",
     )
-    ax.set_xscale("symlog", linthresh=max(1, results["n_labels"]))
+    ticks = [c["samples"] for c in curve]
+    ax.set_xscale("symlog", linthresh=min(t for t in ticks if t) if len(ticks) > 1 else 1)
+    ax.set_xticks(ticks, [f"{c['samples']}\n{c['per_class']:g}/label" for c in curve])
+    ax.minorticks_off()
     ax.set_xlabel("corrections streamed")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Online learning on {results['dataset']} ({len(curve)} checkpoints)")
+    dataset, labels, texts = results["dataset"], results["n_labels"], results["test_samples"]
+    ax.set_title(f"Online learning on {dataset}: {labels} labels, {texts} test texts")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
