@@ -1,10 +1,12 @@
-"""A request-body size limit: BentoML reads any body whole and has no limit of its own."""
+"""Request-body limits BentoML lacks: a size limit, and JSON only."""
 
 from __future__ import annotations
 
 import json
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# BentoML parses these as forms; a malformed multipart body then surfaces as a 500.
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
 
 class BodySizeLimit:
@@ -51,12 +53,33 @@ class BodySizeLimit:
 
     async def _refuse(self, send):
         reason = f"request body is larger than {self.max_bytes} bytes"
-        payload = json.dumps(
-            {"error": reason, "detail": [{"loc": ["body"], "msg": reason, "type": "too_large"}]}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, 413, ["body"], "too_large", reason)
+
+
+class JSONBodies:
+    """Pure ASGI middleware: a form or multipart body gets 415; every endpoint takes JSON."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
+            content_type = dict(scope["headers"]).get(b"content-type", b"").strip().lower()
+            if content_type.startswith(FORM_TYPES):
+                reason = "the body must be JSON: send `content-type: application/json`"
+                loc = ["header", "content-type"]
+                return await send_error(send, 415, loc, "unsupported_media_type", reason)
+        await self.app(scope, receive, send)
+
+
+async def send_error(send, status: int, loc: list, kind: str, message: str, headers=()) -> None:
+    """A JSON error answer naming the field (`loc`) and the reason, as every 4xx here does."""
+    detail = [{"loc": loc, "msg": message, "type": kind}]
+    payload = json.dumps({"error": message, "detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -13,8 +13,10 @@ from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
 from service import admin, metrics
+from service.auth import BearerAuth
 from service.feedback import resolve_samples
-from service.limits import BodySizeLimit
+from service.limits import BodySizeLimit, JSONBodies
+from service.openapi import OpenAPIDocs
 from service.prediction_log import PredictionLog
 from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
 from service.swap import ServingModel, Watcher
@@ -185,8 +187,13 @@ def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
     )
 
 
-Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+# Outermost first: refuse a request without the right token before buffering its body.
+tokens = settings.token_digests()
+Livetune.add_asgi_middleware(BearerAuth, tokens=tokens, metrics_auth=settings.metrics_auth)
 Livetune.add_asgi_middleware(
-    metrics.RefreshOnScrape, online_window=settings.online_accuracy_window
+    OpenAPIDocs, service=Livetune, secured=any(tokens.values()), metrics_auth=settings.metrics_auth
 )
+Livetune.add_asgi_middleware(JSONBodies)
+Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+Livetune.add_asgi_middleware(metrics.RefreshOnScrape, online_window=settings.online_accuracy_window)
 Livetune.mount_asgi_app(admin.routes, path="/")

@@ -8,6 +8,7 @@ Readers in other processes therefore never see a half-written version or CURRENT
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -200,9 +201,17 @@ class AdapterRegistry:
     def current(self) -> str | None:
         """The active version, or None when the base model serves (or CURRENT is unusable)."""
         try:
-            name = (self.root / CURRENT).read_bytes().decode("utf-8", "replace").strip()
+            # O_NOFOLLOW: a CURRENT linked elsewhere would have us read (and log) any file.
+            fd = os.open(self.root / CURRENT, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            log.warning("CURRENT is a symlink, which could lead outside the registry: ignored")
+            return None
+        with os.fdopen(fd, "rb") as f:
+            name = f.read(1024).decode("utf-8", "replace").strip()
         if not name:
             return None
         try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels, parse_labels
@@ -14,6 +16,10 @@ from training.model import resolve_base_model
 from training.trainer import TrainConfig
 
 ENV_PREFIX = "LIVETUNE_"
+TOKEN_SCOPES = ("predict", "feedback", "admin")
+# RFC 6750 token characters (so it fits a header, and no comma or space), 16 or more.
+PLAIN_TOKEN = re.compile(r"\A[A-Za-z0-9._~+/-]{16,}=*\Z")
+HASHED_TOKEN = re.compile(r"\Asha256:([0-9a-fA-F]{64})\Z")
 
 
 class SettingsError(RuntimeError):
@@ -72,6 +78,14 @@ class Settings(BaseSettings):
     threads: int = Field(
         0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
     )
+    # Bearer tokens: comma-separated, each a plain token or `sha256:<hex>` of one. None
+    # anywhere = the API is open; any one set = every scope needs a token.
+    tokens_predict: SecretStr = Field(SecretStr(""), description="Tokens that may call /predict.")
+    tokens_feedback: SecretStr = Field(SecretStr(""), description="Tokens that may call /feedback.")
+    tokens_admin: SecretStr = Field(
+        SecretStr(""), description="Tokens for the operator endpoints; they pass every scope."
+    )
+    metrics_auth: bool = Field(False, description="/metrics needs a token (any scope).")
 
     trainer: bool = Field(True, description="Run the Trainer service inside `bentoml serve`.")
     train_min_new_samples: int = Field(
@@ -145,6 +159,28 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("tokens_predict", "tokens_feedback", "tokens_admin")
+    @classmethod
+    def _tokens_well_formed(cls, value: SecretStr) -> SecretStr:
+        token_digests(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_auth_needs_tokens(self) -> Settings:
+        if self.metrics_auth and not any(self.token_digests().values()):
+            raise ValueError(
+                f"{ENV_PREFIX}METRICS_AUTH=true needs tokens: set {ENV_PREFIX}TOKENS_PREDICT, "
+                f"{ENV_PREFIX}TOKENS_FEEDBACK or {ENV_PREFIX}TOKENS_ADMIN"
+            )
+        return self
+
+    def token_digests(self) -> dict[str, frozenset[str]]:
+        """SHA-256 hex digests of the configured bearer tokens, by scope."""
+        return {
+            scope: token_digests(getattr(self, f"tokens_{scope}").get_secret_value())
+            for scope in TOKEN_SCOPES
+        }
+
     @model_validator(mode="after")
     def _one_label_source(self) -> Settings:
         if self.labels is not None and self.labels_file is not None:
@@ -181,6 +217,27 @@ def load_settings(*, require_labels: bool = True, **overrides: Any) -> Settings:
     if require_labels:
         settings.label_set()
     return settings
+
+
+def token_digests(value: str) -> frozenset[str]:
+    """SHA-256 hex digest of each comma-separated entry: a plain token or `sha256:<hex>` of one.
+
+    A bad entry is named by its position, never echoed: it may be a secret.
+    """
+    digests = set()
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for position, entry in enumerate(entries, 1):
+        if hashed := HASHED_TOKEN.match(entry):
+            digests.add(hashed.group(1).lower())
+        elif PLAIN_TOKEN.match(entry):
+            digests.add(hashlib.sha256(entry.encode()).hexdigest())
+        else:
+            raise ValueError(
+                f"entry {position} is neither a token (16+ characters of A-Z a-z 0-9 . _ ~ + / -,"
+                " e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                " nor sha256:<64 hex digits>"
+            )
+    return frozenset(digests)
 
 
 def _describe(exc: ValidationError) -> str:

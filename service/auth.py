@@ -1,0 +1,144 @@
+"""Bearer tokens with scopes: who may predict, who may send feedback, who may operate.
+
+A pure ASGI middleware. BentoML runs user middleware outside its CORS middleware, so
+a CORS preflight (which never carries a token) is let through to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from service.limits import send_error
+from training.settings import TOKEN_SCOPES
+
+log = logging.getLogger("livetune")
+PREDICT, FEEDBACK, ADMIN = TOKEN_SCOPES
+ANY = "any"  # any valid token: /metrics with LIVETUNE_METRICS_AUTH=true
+ROUTE_SCOPES = {
+    "/predict": PREDICT,
+    "/feedback": FEEDBACK,
+    "/train": ADMIN,
+    "/adapters/activate": ADMIN,
+    "/status": ADMIN,
+    "/adapters": ADMIN,
+}
+METRICS_PATH = "/metrics"
+# Probes (orchestrators call them bare) and BentoML's docs pages: no secrets there.
+OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/", "/docs.json", "/schema.json"})
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+REALM = 'Bearer realm="livetune"'
+
+
+def required_scope(path: str, metrics_auth: bool = False) -> str | None:
+    """The scope a request to `path` needs, None if open. Any other path needs admin, so a
+    route added later is closed until mapped, and no client learns which paths exist."""
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    if path == METRICS_PATH:
+        return ANY if metrics_auth else None
+    return ROUTE_SCOPES.get(path, ADMIN)
+
+
+def allows(granted: set[str], needed: str) -> bool:
+    """Whether a token with scopes `granted` may make a request that needs `needed`."""
+    return bool(granted) and (needed == ANY or needed in granted or ADMIN in granted)
+
+
+class BearerAuth:
+    """Each request needs `Authorization: Bearer <token>` of the scope its path needs.
+
+    With no token configured the API is open, and each worker says so once at start.
+    Tokens are kept as SHA-256 digests and compared in constant time, every one of them.
+    """
+
+    def __init__(self, app, tokens: dict[str, frozenset[str]], metrics_auth: bool = False):
+        self.app = app
+        self.digests = {
+            scope: tuple(bytes.fromhex(d) for d in tokens.get(scope, ())) for scope in TOKEN_SCOPES
+        }
+        self.enabled = any(self.digests.values())
+        self.metrics_auth = metrics_auth
+        announce(self.digests, metrics_auth)
+
+    async def __call__(self, scope, receive, send):
+        if not self.enabled or scope["type"] not in ("http", "websocket") or is_preflight(scope):
+            return await self.app(scope, receive, send)
+        needed = required_scope(route_path(scope), self.metrics_auth)
+        if needed is None:
+            return await self.app(scope, receive, send)
+        token = bearer_token(scope["headers"])
+        granted = self.scopes_of(token) if token is not None else set()
+        if allows(granted, needed):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        status, kind, message, challenge = refusal(token, granted, needed)
+        www = [(b"www-authenticate", challenge.encode())]
+        await send_error(send, status, ["header", "authorization"], kind, message, www)
+
+    def scopes_of(self, token: bytes) -> set[str]:
+        """Scopes of the token; every configured digest is compared, no early exit."""
+        presented = hashlib.sha256(token).digest()
+        return {
+            scope
+            for scope, digests in self.digests.items()
+            if any([hmac.compare_digest(presented, digest) for digest in digests])
+        }
+
+
+def announce(digests: dict[str, tuple], metrics_auth: bool) -> None:
+    from service.trainer import use_bentoml_logging  # log through BentoML's handlers
+
+    use_bentoml_logging()
+    if not any(digests.values()):
+        log.warning(
+            "SECURITY: no LIVETUNE_TOKENS_* set, so the API is OPEN: anyone who can reach"
+            " this port may predict, send feedback, start training and activate adapters."
+            " Set LIVETUNE_TOKENS_PREDICT, LIVETUNE_TOKENS_FEEDBACK and LIVETUNE_TOKENS_ADMIN."
+        )
+        return
+    counts = ", ".join(f"{len(digests[scope])} {scope}" for scope in TOKEN_SCOPES)
+    metrics = "needs a token" if metrics_auth else "is open"
+    log.info("bearer tokens required (%s); probes and docs are open, /metrics %s", counts, metrics)
+
+
+def is_preflight(scope) -> bool:
+    """A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method."""
+    if scope.get("method") != "OPTIONS":
+        return False
+    names = {name for name, _ in scope["headers"]}
+    return b"origin" in names and b"access-control-request-method" in names
+
+
+def route_path(scope) -> str:
+    """The path the router matches: without the root path, as Starlette strips it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path
+
+
+def bearer_token(headers) -> bytes | None:
+    """The token of the first Authorization header, if it uses the Bearer scheme."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            token = token.strip()
+            return token if scheme.lower() == b"bearer" and token else None
+    return None
+
+
+def refusal(token: bytes | None, granted: set[str], needed: str) -> tuple[int, str, str, str]:
+    """(status, error type, message, WWW-Authenticate) for a refused request; never the token."""
+    if token is None:
+        message = "this endpoint needs a token: send the header `Authorization: Bearer <token>`"
+        return 401, "missing_token", message, REALM
+    if not granted:
+        invalid = f'{REALM}, error="invalid_token"'
+        return 401, "invalid_token", "the bearer token is not valid", invalid
+    has = ", ".join(sorted(granted))
+    message = f"this endpoint needs a token with the {needed!r} scope; this one has {has}"
+    challenge = f'{REALM}, error="insufficient_scope", scope="{needed}"'
+    return 403, "insufficient_scope", message, challenge
