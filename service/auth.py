@@ -13,7 +13,10 @@ import logging
 from service.limits import send_error
 from training.settings import TOKEN_SCOPES
 
-log = logging.getLogger("livetune")
+# Its own level: the middleware is built before the service instance sets up logging,
+# and BentoML passes only warnings of loggers it does not know to its handler.
+log = logging.getLogger("livetune.auth")
+log.setLevel(logging.INFO)
 PREDICT, FEEDBACK, ADMIN = TOKEN_SCOPES
 ANY = "any"  # any valid token: /metrics with LIVETUNE_METRICS_AUTH=true
 ROUTE_SCOPES = {
@@ -89,9 +92,7 @@ class BearerAuth:
 
 
 def announce(digests: dict[str, tuple], metrics_auth: bool) -> None:
-    from service.trainer import use_bentoml_logging  # log through BentoML's handlers
-
-    use_bentoml_logging()
+    """Say at start whether the API is open (a warning) or which tokens it takes."""
     if not any(digests.values()):
         log.warning(
             "SECURITY: no LIVETUNE_TOKENS_* set, so the API is OPEN: anyone who can reach"

@@ -398,9 +398,11 @@ def test_preflight_reaches_cors_without_a_token(clean_env):
 
 
 @pytest.fixture
-def livetune_log(caplog):
-    # use_bentoml_logging() stops `livetune` propagating to the root logger caplog watches.
-    logger = logging.getLogger("livetune")
+def livetune_log(caplog, monkeypatch):
+    # Captured here alone: whether `livetune` propagates to the root logger depends on
+    # which tests ran before (use_bentoml_logging() stops it).
+    logger = logging.getLogger("livetune.auth")
+    monkeypatch.setattr(logger, "propagate", False)
     logger.addHandler(caplog.handler)
     yield caplog
     logger.removeHandler(caplog.handler)
