@@ -2,7 +2,7 @@
 
 BentoML documents every error body as `{"error": str, "detail": str}`, but its own
 validation errors (and ours) carry a list in `detail`; it does not know the statuses
-our code and middleware send (202, 401, 403, 409, 413, 503), the bearer-token scopes,
+our code and middleware send (202, 401, 403, 409, 413, 415, 503), the token scopes,
 nor the GET routes mounted from service/admin.py. Clients, the docs page and the fuzz
 test (tests/test_fuzz.py) read this document, so it has to be true.
 """
