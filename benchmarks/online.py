@@ -43,6 +43,8 @@ import httpx  # noqa: E402
 from benchmarks.bench_training import LR_C, say  # noqa: E402
 from tests.server import log_path, log_tail, start_server, stop_server, wait_for  # noqa: E402
 from training.__main__ import LABEL_COLUMNS  # noqa: E402
+from training.settings import Settings  # noqa: E402
+from training.split import split_for, text_key  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
 TEXT_COLUMNS = ("text", "sentence", "utterance", "query", "message", "content")
@@ -58,6 +60,7 @@ SERVICE_SETTINGS = {
     "LIVETUNE_TRAIN_NICE": "0",
     "LIVETUNE_ACCESS_LOG": "false",
 }
+VALIDATION = Settings.model_fields["validation_percent"].default  # the service's default
 BATCH = 32  # texts per /predict call, and corrections per /feedback call
 
 
@@ -273,9 +276,10 @@ def training_runs(data_dir: Path, served_since: dict[str, float]) -> list[dict]:
     return records
 
 
-def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str) -> dict:
-    """bench_training's baseline (logistic regression, C=10, frozen embeddings of the same
-    base model) on the first N streamed samples for each N, and on all of them."""
+def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str, trained) -> dict:
+    """bench_training's baseline (logistic regression, C=10, on frozen embeddings of the same
+    base model) on the first N streamed samples, and on those of them the trainer trains on
+    (`trained`: not held out for validation), for each N."""
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -287,20 +291,27 @@ def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str) 
     torch.set_num_threads(os.cpu_count() or 1)
     encoder, tokenizer = load_encoder(base_model or None)
     names = sorted(set(train.labels))
-    model = TextClassifier(encoder, len(names))
-    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
+    predictor = Predictor(TextClassifier(encoder, len(names)), tokenizer, [Label(n) for n in names])
     train_x, test_x = (
         predictor.embeddings(train.texts).numpy(),
         predictor.embeddings(test.texts).numpy(),
     )
     train_y, test_y = np.array(train.labels), np.array(test.labels)
-    scores = {}
+
+    def score(rows: list[int]) -> float | None:
+        if len(set(train_y[rows])) < 2:
+            return None  # a classifier needs two classes
+        fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[rows], train_y[rows])
+        return float((fit.predict(test_x) == test_y).mean())
+
+    scores: dict[str, dict[int, float | None]] = {"all": {}, "train_split": {}}
     for n in sorted(set(sizes)):
-        if len(set(train_y[:n])) < 2:
-            continue  # a classifier needs two classes
-        fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[:n], train_y[:n])
-        scores[n] = float((fit.predict(test_x) == test_y).mean())
-        say(f"head-only logistic regression, first {n}: {scores[n]:.1%}")
+        scores["all"][n] = score(list(range(n)))
+        scores["train_split"][n] = score([i for i in range(n) if trained[i]])
+        say(
+            f"head-only logistic regression, first {n}: {scores['all'][n]}, "
+            f"their train split: {scores['train_split'][n]}"
+        )
     return scores
 
 
@@ -318,13 +329,12 @@ def plot(results: dict, path: Path) -> None:
         "o-",
         label="livetune service, through /predict",
     )
-    lr = sorted((int(n), a) for n, a in baseline["head_only"].items())
-    ax.plot(
-        [n for n, _ in lr],
-        [100 * a for _, a in lr],
-        "s--",
-        label="head-only logistic regression, same samples",
-    )
+    for key, style, label in (
+        ("head_only", "s--", "head-only logistic regression, same samples"),
+        ("head_only_train_split", "^:", "the same, on their train split only"),
+    ):
+        lr = sorted((int(n), a) for n, a in baseline[key].items() if a is not None)
+        ax.plot([n for n, _ in lr], [100 * a for _, a in lr], style, label=label)
     ax.axhline(100 * curve[0]["accuracy"], color="grey", ls=":", label="zero-shot (0 corrections)")
     ax.axhline(
         100 * baseline["head_only_full"],
@@ -347,19 +357,24 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def markdown(results: dict) -> str:
-    baseline = results["baselines"]["head_only"]
+    baselines = results["baselines"]
     lines = [
-        "| corrections | per class | service accuracy | head-only LR | adapter | waited s "
-        "(caught up) |",
-        "|---|---|---|---|---|---|",
+        "| corrections | per class | service accuracy | head-only LR | head-only LR, train "
+        "split | adapter | waited s (caught up) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in results["curve"]:
-        lr = baseline.get(str(c["samples"]))
+        n = str(c["samples"])
+        lr, split = baselines["head_only"].get(n), baselines["head_only_train_split"].get(n)
+        caught = "yes" if c["caught_up"] else "no"
         lines.append(
-            f"| {c['samples']} | {c['per_class']} | {c['accuracy']:.1%} | "
-            f"{'' if lr is None else f'{lr:.1%}'} | {', '.join(c['adapters'])} | "
-            f"{c['waited_s']} ({'yes' if c['caught_up'] else 'no'}) |"
+            f"| {n} | {c['per_class']} | {c['accuracy']:.1%} | {percent(lr)} | {percent(split)} "
+            f"| {', '.join(c['adapters'])} | {c['waited_s']} ({caught}) |"
         )
     promoted = [r for r in results["runs"] if r["state"] == "promoted"]
     lines += [
@@ -492,11 +507,17 @@ def main(argv=None) -> dict:
         "base_model": args.base_model or "embedded",
     }
     results.update(serve_and_stream(args, train.take(range(total)), test, points))
-    scores = head_only(train, test, [p for p in points if p] + [len(train.texts)], args.base_model)
+    percent = float(results["service_settings"].get("LIVETUNE_VALIDATION_PERCENT", VALIDATION))
+    trained = [split_for(text_key(text), percent) == "train" for text in train.texts]
+    sizes = [p for p in points if p] + [len(train.texts)]
+    scores = head_only(train, test, sizes, args.base_model, trained)
     results["baselines"] = {
         "zero_shot": results["curve"][0]["accuracy"],
-        "head_only": {str(n): a for n, a in scores.items() if n <= total},
-        "head_only_full": scores[len(train.texts)],
+        "head_only": {str(n): a for n, a in scores["all"].items() if n <= total},
+        "head_only_train_split": {
+            str(n): a for n, a in scores["train_split"].items() if n <= total
+        },
+        "head_only_full": scores["all"][len(train.texts)],
     }
     results["wall_s"] = round(time.monotonic() - started, 1)
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"online-{name}.json"

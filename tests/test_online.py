@@ -41,6 +41,7 @@ def test_the_online_benchmark_records_a_learning_curve_with_promotions(tmp_path,
     assert curve[-1]["adapters"] != ["base"]
     assert curve[-1]["accuracy"] > curve[0]["accuracy"]
     assert set(results["baselines"]["head_only"]) == {"90", "180"}
+    assert set(results["baselines"]["head_only_train_split"]) == {"90", "180"}
     promoted = [r for r in results["runs"] if r["state"] == "promoted"]
     assert all(r["trigger_to_served_s"] >= r["trigger_to_finish_s"] > 0 for r in promoted)
     assert results["service_settings"]["LIVETUNE_TRAIN__EPOCHS"] == env["LIVETUNE_TRAIN__EPOCHS"]
