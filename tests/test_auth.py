@@ -217,7 +217,7 @@ def test_a_version_linked_out_of_the_data_dir_is_refused(served, tiny_model_dir,
     name = "v0900-20260101T000000"
     (served.registry.root / name).symlink_to(outside.root / version, target_is_directory=True)
     answer = served.post("/adapters/activate", json={"version": name}, headers=bearer(ADMIN_TOKEN))
-    assert answer.status_code == 400
+    assert answer.status_code == 409
     assert "symlink" in answer.json()["error"]
     assert served.registry.current() is None
     listed = served.get("/adapters", headers=bearer(ADMIN_TOKEN)).json()

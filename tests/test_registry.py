@@ -141,8 +141,9 @@ def test_symlinked_version_folder_outside_root_is_refused(registry, tmp_path):
     name = "v0001-20260101T000000"
     (registry.root / name).symlink_to(outside, target_is_directory=True)
 
-    with pytest.raises(InvalidVersion, match="symlink"):
+    with pytest.raises(RegistryError, match="symlink") as refused:
         registry.get(name)
+    assert not isinstance(refused.value, InvalidVersion)  # unsafe, not malformed: 409
     assert registry.versions() == []
 
 

@@ -225,10 +225,11 @@ class AdapterRegistry:
         """A published version, after checking its name, its folder and its files."""
         check_name(version)
         path = self.root / version
+        # A name that is valid but unsafe to load: refused like unsafe files (409, not 400).
         if path.is_symlink():
-            raise InvalidVersion(f"adapter version {version!r} is a symlink; make it a folder")
+            raise RegistryError(f"adapter version {version!r} is a symlink; make it a folder")
         if path.resolve().parent != self.root:
-            raise InvalidVersion(f"adapter version {version!r} escapes {self.root}")
+            raise RegistryError(f"adapter version {version!r} escapes {self.root}")
         if not path.is_dir():
             known = ", ".join(self._names()) or "none"
             raise InvalidVersion(f"unknown adapter version {version!r}; known versions: {known}")
