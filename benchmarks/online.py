@@ -333,12 +333,12 @@ def plot(results: dict, path: Path) -> None:
         ("head_only", "s--", "head-only logistic regression, same samples"),
         ("head_only_train_split", "^:", "the same, on their train split only"),
     ):
-        lr = sorted((int(n), a) for n, a in baseline[key].items() if a is not None)
+        lr = sorted((int(n), a) for n, a in baseline.get(key, {}).items() if a is not None)
         ax.plot([n for n, _ in lr], [100 * a for _, a in lr], style, label=label)
     ax.axhline(100 * curve[0]["accuracy"], color="grey", ls=":", label="zero-shot (0 corrections)")
     ax.axhline(
         100 * baseline["head_only_full"],
-        color="C2",
+        color="C3",
         ls="-.",
         label=f"head-only LR, all {results['train_samples']} train samples (offline)",
     )
