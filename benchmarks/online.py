@@ -334,7 +334,8 @@ def plot(results: dict, path: Path) -> None:
         ("head_only_train_split", "^:", "the same, on their train split only"),
     ):
         lr = sorted((int(n), a) for n, a in baseline.get(key, {}).items() if a is not None)
-        ax.plot([n for n, _ in lr], [100 * a for _, a in lr], style, label=label)
+        if lr:
+            ax.plot([n for n, _ in lr], [100 * a for _, a in lr], style, label=label)
     ax.axhline(100 * curve[0]["accuracy"], color="grey", ls=":", label="zero-shot (0 corrections)")
     ax.axhline(
         100 * baseline["head_only_full"],
