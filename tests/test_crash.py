@@ -99,7 +99,7 @@ def test_kill_9_leaves_the_registry_consistent_and_the_service_on_the_last_good(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a hang guard: a loaded CI machine is slow
     while not marker.exists():
         assert driver.poll() is None, "the run ended before reaching the kill point"
         assert time.monotonic() < deadline

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.server import ROOT, start_server, stop_server, wait_for
+from tests.server import ROOT, start_server, stop_server, wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,8 @@ def server(tmp_path_factory):
     )
     try:
         wait_for(f"{base}/readyz", process)
+        # /readyz is answered by one worker; the README's examples may reach the other.
+        wait_until(lambda: len(httpx.get(f"{base}/status").json()["workers"]) == 2)
         yield base
     finally:
         stop_server(process)
