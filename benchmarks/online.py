@@ -309,8 +309,8 @@ def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str, 
         scores["all"][n] = score(list(range(n)))
         scores["train_split"][n] = score([i for i in range(n) if trained[i]])
         say(
-            f"head-only logistic regression, first {n}: {scores['all'][n]}, "
-            f"their train split: {scores['train_split'][n]}"
+            f"head-only logistic regression, first {n}: {percent(scores['all'][n])}, "
+            f"their train split: {percent(scores['train_split'][n])}"
         )
     return scores
 
