@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_swap.py
 
 # The learning curve through the real service, as in the README (20-40 min on 2 CPU
-# cores; ONLINE_ARGS=--quick for a few minutes).
+# cores; ONLINE_ARGS adds options, the README has the short --quick run).
 bench-online: $(STAMP)
 	$(PY) benchmarks/online.py --data $(DATA) --set VALIDATION_PERCENT=10 $(ONLINE_ARGS)
 
