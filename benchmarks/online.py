@@ -8,7 +8,8 @@ the trainer has caught up (nothing pending, no run in progress, every worker on
 CURRENT) or a timeout, then the whole test set goes through /predict: accuracy and
 the adapter versions that answered. Baselines from the same run: zero-shot (the
 checkpoint at 0), the head-only logistic regression of bench_training on frozen
-embeddings of the same first N streamed samples, and that head on all the train data.
+embeddings of the same first N streamed samples (all of them, and only those the gate
+did not hold out for validation), and that head on all the train data.
 Also: each run's trigger -> promotion -> served time, and the swaps.
 
 Works on any CSV/TSV with a text and a label column. Banking77: Casanueva et al. 2020,
