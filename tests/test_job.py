@@ -85,6 +85,7 @@ def test_too_little_validation_evidence_is_never_promoted(job):
     run = job.run("manual")
     assert run.state == "rejected"
     assert "validation samples" in run.reason
+    assert "train" not in run.report  # refused before spending a training run on it
     assert job.registry.current() is None
 
 

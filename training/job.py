@@ -32,7 +32,7 @@ from training.predictor import Predictor, resolve_device
 from training.registry import AdapterRegistry, RegistryError
 from training.store import FeedbackStore, TrainingRun
 from training.trainer import TrainConfig, Trainer
-from training.validation import accuracy, decide
+from training.validation import accuracy, decide, lacking_evidence
 
 log = logging.getLogger(__name__)
 BASE = "base"
@@ -169,6 +169,9 @@ class TrainingJob:
         config = self.config
         if not train.texts:
             return "rejected", "no training samples yet", None, {}
+        # The gate could not promote on this evidence: don't spend the training on it.
+        if lacking := lacking_evidence(len(validation.texts), config.min_validation_samples):
+            return "rejected", lacking, None, {}
         device = resolve_device(config.device)
         if device.type == "cpu":  # serving keeps priority through the process's niceness
             torch.set_num_threads(config.threads or os.cpu_count() or 1)

@@ -32,13 +32,19 @@ def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) 
     return sum(p.label == label for p, label in zip(predicted, labels)) / len(texts)
 
 
+def lacking_evidence(samples: int, min_samples: int) -> str | None:
+    """Why `samples` validation samples cannot support a promotion, or None if they can."""
+    if samples < min_samples:
+        return f"only {samples} validation samples; promotion needs at least {min_samples}"
+    return None
+
+
 def decide(
     current: float, candidate: float, samples: int, *, margin: float, min_samples: int
 ) -> GateReport:
     """Promote when there is enough held-out evidence and candidate >= current + margin."""
-    if samples < min_samples:
-        promote = False
-        reason = f"only {samples} validation samples; promotion needs at least {min_samples}"
+    if lacking := lacking_evidence(samples, min_samples):
+        promote, reason = False, lacking
     elif candidate + 1e-12 < current + margin:
         promote = False
         reason = f"candidate accuracy {candidate:.4f} is below current {current:.4f}" + (
