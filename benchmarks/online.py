@@ -42,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx  # noqa: E402
 
 from benchmarks.bench_training import LR_C, say  # noqa: E402
+from benchmarks.online_report import markdown, percent, plot  # noqa: E402
 from tests.server import log_path, log_tail, start_server, stop_server, wait_for  # noqa: E402
 from training.__main__ import LABEL_COLUMNS  # noqa: E402
 from training.settings import Settings  # noqa: E402
@@ -314,85 +315,6 @@ def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str, 
             f"their train split: {percent(scores['train_split'][n])}"
         )
     return scores
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curve, baseline = results["curve"], results["baselines"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(
-        [c["samples"] for c in curve],
-        [100 * c["accuracy"] for c in curve],
-        "o-",
-        label="livetune service, through /predict",
-    )
-    for key, style, label in (
-        ("head_only", "s--", "head-only logistic regression, same samples"),
-        ("head_only_train_split", "^:", "the same, on their train split only"),
-    ):
-        lr = sorted((int(n), a) for n, a in baseline.get(key, {}).items() if a is not None)
-        if lr:
-            ax.plot([n for n, _ in lr], [100 * a for _, a in lr], style, label=label)
-    ax.axhline(100 * curve[0]["accuracy"], color="grey", ls=":", label="zero-shot (0 corrections)")
-    ax.axhline(
-        100 * baseline["head_only_full"],
-        color="C3",
-        ls="-.",
-        label=f"head-only LR, all {results['train_samples']} train samples (offline)",
-    )
-    ticks = [c["samples"] for c in curve]
-    ax.set_xscale("symlog", linthresh=min(t for t in ticks if t) if len(ticks) > 1 else 1)
-    ax.set_xticks(ticks, [f"{c['samples']}\n{c['per_class']:g}/label" for c in curve])
-    ax.minorticks_off()
-    ax.set_xlabel("corrections streamed")
-    ax.set_ylabel("test accuracy (%)")
-    dataset, labels, texts = results["dataset"], results["n_labels"], results["test_samples"]
-    ax.set_title(f"Online learning on {dataset}: {labels} labels, {texts} test texts")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def percent(value: float | None) -> str:
-    return "" if value is None else f"{value:.1%}"
-
-
-def markdown(results: dict) -> str:
-    baselines = results["baselines"]
-    lines = [
-        "| corrections | per class | service accuracy | head-only LR | head-only LR, train "
-        "split | adapter | waited s (caught up) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in results["curve"]:
-        n = str(c["samples"])
-        lr, split = baselines["head_only"].get(n), baselines["head_only_train_split"].get(n)
-        caught = "yes" if c["caught_up"] else "no"
-        lines.append(
-            f"| {n} | {c['per_class']} | {c['accuracy']:.1%} | {percent(lr)} | {percent(split)} "
-            f"| {', '.join(c['adapters'])} | {c['waited_s']} ({caught}) |"
-        )
-    promoted = [r for r in results["runs"] if r["state"] == "promoted"]
-    lines += [
-        "",
-        f"head-only LR on all {results['train_samples']} train samples: "
-        f"{results['baselines']['head_only_full']:.1%}; runs: {len(results['runs'])}, "
-        f"promoted: {len(promoted)}, swaps seen: {results['swaps']['versions_served']}; "
-        f"wall time {results['wall_s']:.0f} s",
-    ]
-    lines += [
-        f"run {r['id']} ({r['trigger']}, {r['train_samples']}+{r['validation_samples']}): "
-        f"{r['state']} after {r['trigger_to_finish_s']} s, served after "
-        f"{r['trigger_to_served_s']} s"
-        for r in results["runs"]
-    ]
-    return "\n".join(lines)
 
 
 def service_env(args, labels_file: Path) -> dict[str, str]:
