@@ -10,14 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.server import ROOT, start_server, stop_server, wait_for, wait_until
+from tests.server import ROOT, log_path, start_server, stop_server, wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The quick-start configuration: embedded MiniLM, example labels, two workers."""
+def served(tmp_path_factory):
+    """The quick-start configuration: embedded MiniLM, example labels, two workers;
+    yields its URL and its log file."""
     tmp_path = tmp_path_factory.mktemp("serve")
     process, base = start_server(
         tmp_path, LIVETUNE_LABELS_FILE="examples/support_labels.txt", LIVETUNE_WORKERS="2"
@@ -26,9 +27,14 @@ def server(tmp_path_factory):
         wait_for(f"{base}/readyz", process)
         # /readyz is answered by one worker; the README's examples may reach the other.
         wait_until(lambda: len(httpx.get(f"{base}/status").json()["workers"]) == 2)
-        yield base
+        yield base, log_path(tmp_path, int(base.rsplit(":", 1)[1]))
     finally:
         stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 def readme_curl_commands() -> list[str]:
@@ -103,6 +109,20 @@ def test_bad_input_over_real_http_is_a_4xx(server):
     assert {tuple(e["loc"]) for e in response.json()["detail"]} == {("texts", 0), ("texts", 1)}
     big = {"texts": ["x" * 1000] * 1100}
     assert httpx.post(f"{server}/predict", json=big, timeout=30).status_code == 413
+
+
+def test_invalid_input_is_logged_as_one_warning_line_not_an_error(served):
+    base, log = served
+    secret = "my-secret-text-" + "z" * 3000  # too long: refused, and never logged
+    response = httpx.post(f"{base}/predict", json={"texts": ["fine", secret]}, timeout=30)
+    assert response.status_code == 400
+    lines = wait_until(
+        lambda: [line for line in log.read_text().splitlines() if "answered 400" in line]
+    )
+    assert "WARNING" in lines[-1] and "texts.1:" in lines[-1], lines[-1]
+    text = log.read_text()
+    assert "Traceback" not in text and "ValidationError" not in text
+    assert "my-secret-text" not in text
 
 
 def test_a_model_that_cannot_load_is_neither_ready_nor_alive(tmp_path, tiny_model_dir):
