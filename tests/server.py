@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -124,3 +125,31 @@ def wait_until(condition: Callable, timeout: float = 120.0, interval: float = 0.
         assert time.monotonic() < deadline, "timed out"
         time.sleep(interval)
     return value
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen
+    base: str  # http://127.0.0.1:<port>
+    data_dir: Path
+    log: Path
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, **env: str) -> Iterator[Server]:
+    """`start_server`, ready on every worker, stopped on exit.
+
+    /readyz is answered by whichever worker takes the connection, so this also waits for
+    every worker's state file (each writes it once its model is loaded).
+    """
+    port = free_port()
+    process, base = start_server(tmp_path, port, **env)
+    data_dir = Path(env.get("LIVETUNE_DATA_DIR", tmp_path / "data"))
+    server = Server(process, base, data_dir, log_path(tmp_path, port))
+    workers = int(env.get("LIVETUNE_WORKERS", "1"))
+    try:
+        wait_for(f"{base}/readyz", process)
+        wait_until(lambda: len(list((data_dir / "workers").glob("*.json"))) >= workers)
+        yield server
+    finally:
+        stop_server(process)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from tests.server import start_server, stop_server, wait_for, wait_until
+from tests.server import running_server, wait_until
 from training.registry import AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -20,19 +20,15 @@ CONVERGE_S = 2.0  # the promise: every worker serves a new CURRENT within this l
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("admin")
-    process, base = start_server(
+    with running_server(
         tmp_path,
         LIVETUNE_BASE_MODEL=str(tiny_model_dir),
         LIVETUNE_LABELS=",".join(TOY_LABELS),
         LIVETUNE_WORKERS="2",
         LIVETUNE_TRAINER="false",
         LIVETUNE_ACCESS_LOG="false",
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        yield base, AdapterRegistry(tmp_path / "data" / "adapters"), tiny_model_dir
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.base, AdapterRegistry(server.data_dir / "adapters"), tiny_model_dir
 
 
 def workers_on(base: str, version: str) -> bool:

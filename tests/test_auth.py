@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from service.auth import ADMIN, ANY, BearerAuth, required_scope
 from tests.factories import TOY_LABELS, publish_adapter
-from tests.server import log_path, start_server, stop_server, wait_for
+from tests.server import running_server
 from training.registry import AdapterRegistry
 from training.settings import SettingsError, load_settings
 
@@ -76,24 +76,22 @@ def bearer(token: str | None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("auth")
-    process, base = start_server(
-        tmp_path,
-        LIVETUNE_BASE_MODEL=str(tiny_model_dir),
-        LIVETUNE_LABELS=",".join(TOY_LABELS),
-        LIVETUNE_TRAINER="false",
-        LIVETUNE_MAX_BODY_BYTES="4096",
-        **TOKEN_ENV,
-        **CORS_ENV,
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            client.tmp_path = tmp_path
-            client.log = log_path(tmp_path, int(base.rsplit(":", 1)[1]))
-            client.registry = AdapterRegistry(tmp_path / "data" / "adapters")
-            yield client
-    finally:
-        stop_server(process)
+    with (
+        running_server(
+            tmp_path,
+            LIVETUNE_BASE_MODEL=str(tiny_model_dir),
+            LIVETUNE_LABELS=",".join(TOY_LABELS),
+            LIVETUNE_TRAINER="false",
+            LIVETUNE_MAX_BODY_BYTES="4096",
+            **TOKEN_ENV,
+            **CORS_ENV,
+        ) as server,
+        httpx.Client(base_url=server.base, timeout=30) as client,
+    ):
+        client.tmp_path = tmp_path
+        client.log = server.log
+        client.registry = AdapterRegistry(server.data_dir / "adapters")
+        yield client
 
 
 @pytest.mark.integration

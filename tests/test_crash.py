@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.factories import tiny_training_env, write_toy_csv
-from tests.server import ROOT, start_server, stop_server, wait_for
+from tests.server import ROOT, running_server
 from training.registry import STAGING_PREFIX, AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -60,12 +60,8 @@ def setup(tmp_path_factory, tiny_model_dir):
     good = json.loads(cli(env, "run", "--once").stdout)
     assert good["state"] == "promoted", good["reason"]
     server_env = {k: v for k, v in env.items() if k != "LIVETUNE_DATA_DIR"}
-    process, base = start_server(tmp_path, LIVETUNE_TRAINER="false", **server_env)
-    try:
-        wait_for(f"{base}/readyz", process)
-        yield env, base, good["candidate"], tmp_path / "data" / "adapters"
-    finally:
-        stop_server(process)
+    with running_server(tmp_path, LIVETUNE_TRAINER="false", **server_env) as server:
+        yield env, server.base, good["candidate"], server.data_dir / "adapters"
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:

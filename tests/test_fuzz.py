@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import LIMITS
 from tests.factories import TOY_LABELS
-from tests.server import log_path, start_server, stop_server, wait_for
+from tests.server import running_server
 
 pytestmark = pytest.mark.integration
 ST = str(Path(sys.executable).parent / "st")
@@ -42,7 +42,7 @@ def server(tmp_path_factory, tiny_model_dir):
     reaches its handler (which answers 409) instead of starting real training runs that
     would compete with the fuzzer for the CPU."""
     tmp_path = tmp_path_factory.mktemp("fuzz")
-    process, base = start_server(
+    with running_server(
         tmp_path,
         LIVETUNE_BASE_MODEL=str(tiny_model_dir),
         LIVETUNE_LABELS=",".join(TOY_LABELS),
@@ -51,12 +51,8 @@ def server(tmp_path_factory, tiny_model_dir):
         LIVETUNE_TOKENS_PREDICT="fuzz-predict-token-Z3kP9sWq",
         LIVETUNE_TOKENS_ADMIN=ADMIN_TOKEN,
         **LIMITS,
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        yield base, tmp_path, log_path(tmp_path, int(base.rsplit(":", 1)[1]))
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.base, tmp_path, server.log
 
 
 def test_fuzzed_api_answers_as_documented_and_never_500(server):

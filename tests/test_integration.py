@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.server import ROOT, log_path, start_server, stop_server, wait_for, wait_until
+from tests.server import ROOT, running_server, start_server, stop_server, wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,16 +20,10 @@ def served(tmp_path_factory):
     """The quick-start configuration: embedded MiniLM, example labels, two workers;
     yields its URL and its log file."""
     tmp_path = tmp_path_factory.mktemp("serve")
-    process, base = start_server(
+    with running_server(
         tmp_path, LIVETUNE_LABELS_FILE="examples/support_labels.txt", LIVETUNE_WORKERS="2"
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        # /readyz is answered by one worker; the README's examples may reach the other.
-        wait_until(lambda: len(httpx.get(f"{base}/status").json()["workers"]) == 2)
-        yield base, log_path(tmp_path, int(base.rsplit(":", 1)[1]))
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.base, server.log
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
 from tests.factories import TOY_LABELS, publish_adapter, tiny_training_env, toy_samples
-from tests.server import start_server, stop_server, wait_for, wait_until
+from tests.server import running_server, wait_until
 from training.registry import AdapterRegistry
 from training.store import NewSample, SQLiteFeedbackStore
 
@@ -63,19 +63,14 @@ def scrapes_agree(base: str, check, times: int = 6) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("metrics")
-    process, base = start_server(
+    with running_server(
         tmp_path,
         LIVETUNE_WORKERS=str(WORKERS),
         LIVETUNE_TRAIN_MIN_NEW_SAMPLES="1000000",  # runs start on POST /train only
         LIVETUNE_TRAIN_POLL_S="0.5",
         **tiny_training_env(tiny_model_dir),
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        wait_until(lambda: len(httpx.get(f"{base}/status").json()["workers"]) == WORKERS)
-        yield base, tmp_path / "data"
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.base, server.data_dir
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.factories import tiny_training_env, toy_samples
-from tests.server import start_server, stop_server, wait_for, wait_until
+from tests.server import running_server, wait_until
 from training.registry import AdapterRegistry
 from training.store import SQLiteFeedbackStore
 
@@ -16,17 +16,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("trainer")
-    process, base = start_server(
+    with running_server(
         tmp_path,
         LIVETUNE_TRAIN_MIN_NEW_SAMPLES="200",
         LIVETUNE_TRAIN_POLL_S="0.5",
         **tiny_training_env(tiny_model_dir),
-    )
-    try:
-        wait_for(f"{base}/readyz", process)
-        yield base, tmp_path / "data"
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.base, server.data_dir
 
 
 def test_enough_corrections_trigger_a_run_that_is_promoted(served):
