@@ -98,10 +98,16 @@ def test_accuracy(model, tokenizer, names, texts, labels) -> float:
     return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
 
 
-def head_only_baseline(names, train, test, points) -> dict:
-    """Logistic regression on frozen embeddings of the base model, per point and draw."""
+def lr_accuracy(train_x, train_y, test_x, test_y, rows) -> float:
+    """Test accuracy of the head-only baseline fitted on `rows` of the train embeddings."""
     from sklearn.linear_model import LogisticRegression
 
+    fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[rows], train_y[rows])
+    return float((fit.predict(test_x) == test_y).mean())
+
+
+def head_only_baseline(names, train, test, points) -> dict:
+    """Logistic regression on frozen embeddings of the base model, per point and draw."""
     model, tokenizer = fresh_model(names, TrainConfig())
     predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
     train_x = predictor.embeddings(train[0]).numpy()
@@ -111,8 +117,7 @@ def head_only_baseline(names, train, test, points) -> dict:
     for point, draws in points.items():
         scores = []
         for indices in draws:
-            fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[indices], train_y[indices])
-            scores.append(float((fit.predict(test_x) == test_y).mean()))
+            scores.append(lr_accuracy(train_x, train_y, test_x, test_y, indices))
         results[point] = spread(scores)
         say(f"head-only logistic regression, {point}: {results[point]}")
     return results

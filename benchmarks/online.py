@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
-from benchmarks.bench_training import LR_C, say  # noqa: E402
+from benchmarks.bench_training import lr_accuracy, say  # noqa: E402
 from benchmarks.online_report import markdown, percent, plot  # noqa: E402
 from tests.server import log_path, log_tail, start_server, stop_server, wait_for  # noqa: E402
 from training.__main__ import LABEL_COLUMNS  # noqa: E402
@@ -284,7 +284,6 @@ def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str, 
     (`trained`: not held out for validation), for each N."""
     import numpy as np
     import torch
-    from sklearn.linear_model import LogisticRegression
 
     from training.labels import Label
     from training.model import TextClassifier, load_encoder
@@ -303,8 +302,7 @@ def head_only(train: Dataset, test: Dataset, sizes: list[int], base_model: str, 
     def score(rows: list[int]) -> float | None:
         if len(set(train_y[rows])) < 2:
             return None  # a classifier needs two classes
-        fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[rows], train_y[rows])
-        return float((fit.predict(test_x) == test_y).mean())
+        return lr_accuracy(train_x, train_y, test_x, test_y, rows)
 
     scores: dict[str, dict[int, float | None]] = {"all": {}, "train_split": {}}
     for n in sorted(set(sizes)):

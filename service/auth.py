@@ -11,6 +11,7 @@ import hmac
 import logging
 
 from service.limits import send_error
+from service.metrics import METRICS_PATH
 from training.settings import TOKEN_SCOPES
 
 # Its own level: the middleware is built before the service instance sets up logging,
@@ -27,7 +28,6 @@ ROUTE_SCOPES = {
     "/status": ADMIN,
     "/adapters": ADMIN,
 }
-METRICS_PATH = "/metrics"
 # Probes (orchestrators call them bare) and BentoML's docs pages: no secrets there.
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")

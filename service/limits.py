@@ -76,6 +76,11 @@ async def send_error(send, status: int, loc: list, kind: str, message: str, head
     """A JSON error answer naming the field (`loc`) and the reason, as every 4xx here does."""
     detail = [{"loc": loc, "msg": message, "type": kind}]
     payload = json.dumps({"error": message, "detail": detail}).encode()
+    await send_json(send, status, payload, headers)
+
+
+async def send_json(send, status: int, payload: bytes, headers=()) -> None:
+    """Answer with a JSON body from a pure ASGI middleware."""
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from service.auth import ADMIN, ANY, required_scope
+from service.limits import send_json
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR = {
@@ -140,9 +141,4 @@ class OpenAPIDocs:
         if self._body is None:  # the service and its settings are fixed for the process
             spec = amend(self.service.openapi_spec.asdict(), self.secured, self.metrics_auth)
             self._body = json.dumps(spec).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self._body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self._body})
+        await send_json(send, 200, self._body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,11 @@ class StoredSample:
 @dataclass(frozen=True)
 class AddResult:
     ids: list[int]  # one per input sample; a duplicate gets the id already stored
-    duplicates: int
-    new: list[bool] = field(default_factory=list)  # per input sample: stored by this call
+    new: list[bool]  # per input sample: stored by this call (False: a duplicate)
+
+    @property
+    def duplicates(self) -> int:
+        return self.new.count(False)
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class SQLiteFeedbackStore(FeedbackStore):
                 existing = self._existing(db, sample, key)
                 new.append(existing is None)
                 ids.append(existing if existing is not None else self._insert(db, sample, key, now))
-        return AddResult(ids=ids, duplicates=new.count(False), new=new)
+        return AddResult(ids=ids, new=new)
 
     def _existing(self, db: sqlite3.Connection, sample: NewSample, key: str) -> int | None:
         """The id already stored for a replayed client id or an identical active sample."""
