@@ -16,11 +16,12 @@ from service import admin, metrics
 from service.auth import BearerAuth
 from service.feedback import resolve_samples
 from service.limits import BodySizeLimit, JSONBodies
+from service.logs import use_bentoml_logging
 from service.openapi import OpenAPIDocs
 from service.prediction_log import PredictionLog
 from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
 from service.swap import ServingModel, Watcher
-from service.trainer import Trainer, gpu_resources, use_bentoml_logging
+from service.trainer import Trainer, gpu_resources
 from training.adapters import fingerprint
 from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor

@@ -12,6 +12,7 @@ import threading
 
 import bentoml
 
+from service.logs import use_bentoml_logging
 from service.metrics import record_training_run
 from training.loop import TrainingLoop, job_from_settings, yield_cpu
 from training.settings import load_settings
@@ -19,45 +20,6 @@ from training.settings import load_settings
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune.trainer")
 settings = load_settings()
-
-
-def use_bentoml_logging() -> None:
-    """Send our `training` and `livetune` loggers to BentoML's handlers, at INFO, and log
-    invalid requests as the client errors they are."""
-    handlers = logging.getLogger("bentoml").handlers
-    for name in ("training", "livetune"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        if not logger.handlers:
-            logger.handlers = list(handlers)
-            logger.propagate = False
-    request_errors = logging.getLogger(BENTOML_REQUEST_ERRORS)
-    if not any(isinstance(f, ClientErrorsAsWarnings) for f in request_errors.filters):
-        request_errors.addFilter(ClientErrorsAsWarnings())
-
-
-# BentoML logs every request that raised, invalid input included, here.
-BENTOML_REQUEST_ERRORS = "bentoml._internal.server.http_app"
-
-
-class ClientErrorsAsWarnings(logging.Filter):
-    """BentoML logs a request body that fails validation (answered 400) as an ERROR with
-    a traceback, so every bad request looks like a server fault and a fuzz run buries
-    real errors; it becomes one WARNING line naming the fields (never their values)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, ValidationError):
-            fields = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5]
-            )
-            record.msg = f"{record.msg} answered 400: %s"
-            record.args = (*record.args, fields)
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info, record.exc_text = None, None
-        return True
 
 
 def gpu_resources(fraction: float) -> dict:
