@@ -19,7 +19,14 @@ from service.limits import BodySizeLimit, JSONBodies
 from service.logs import use_bentoml_logging
 from service.openapi import OpenAPIDocs
 from service.prediction_log import PredictionLog
-from service.schemas import FeedbackOut, LabelScore, PredictionOut, feedback_types, texts_type
+from service.schemas import (
+    FeedbackOut,
+    LabelScore,
+    PredictionOut,
+    Predictions,
+    feedback_types,
+    texts_type,
+)
 from service.swap import ServingModel, Watcher
 from service.trainer import Trainer, gpu_resources
 from training.adapters import fingerprint
@@ -115,7 +122,7 @@ class Livetune:
         max_batch_size=settings.max_batch_size,
         max_latency_ms=settings.max_latency_ms,
     )
-    def predict(self, texts: Texts) -> list[PredictionOut]:
+    def predict(self, texts: Texts) -> Predictions:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
         predictions, version = self._ready_serving().predict(texts)
         answers = [encode_prediction(p, version) for p in predictions]
