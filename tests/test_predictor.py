@@ -3,7 +3,7 @@ import torch
 
 from tests.conftest import TOY_LABELS
 from training.labels import Label
-from training.predictor import autocast_dtype, zero_shot_predictor
+from training.predictor import autocast_dtype, forward_rows, zero_shot_predictor
 
 TEXTS = [
     "my card is lost",
@@ -76,3 +76,19 @@ def test_bf16_agrees_with_fp32(tiny_model_dir):
     bf16 = zero_shot_predictor(str(tiny_model_dir), labels, precision="bf16", **kwargs)
     texts = TEXTS * 4  # >= 8 rows, so autocast is on
     assert torch.allclose(fp32.probabilities(texts), bf16.probabilities(texts), atol=0.05)
+
+
+def test_forward_rows_default_suits_the_device():
+    assert forward_rows(torch.device("cpu"), 0) == 16  # CPU forwards are fastest small
+    assert forward_rows(torch.device("cuda"), 0) == 64
+    assert forward_rows(torch.device("cpu"), 128) == 128  # an explicit setting wins
+
+
+def test_auto_forward_rows_split_a_large_batch(tiny_model_dir):
+    labels = [Label(name) for name in TOY_LABELS]
+    auto = zero_shot_predictor(str(tiny_model_dir), labels, template="{name}", device="cpu",
+                               precision="fp32")  # fmt: skip
+    assert auto.batch_size == 16
+    texts = [f"{text} {i}" for i in range(8) for text in TEXTS]  # 40 texts: 3 forwards
+    alone = torch.cat([auto.probabilities([text]) for text in texts])
+    assert torch.allclose(auto.probabilities(texts), alone, atol=1e-5)

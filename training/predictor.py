@@ -48,6 +48,19 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def forward_rows(device: torch.device, batch_size: int) -> int:
+    """Rows per forward pass: `batch_size`, or 0 = what suits the device.
+
+    On a CPU, bigger forwards are slower per text (bench_predict's sweep on 2 cores:
+    229-262 texts/s at 8-32 rows, 191 at 64, 167 at 128), while the service's adaptive
+    batches grow with the load: 16 rows keeps them at the fast size, and the length sort
+    still sees the whole batch. A GPU wants large forwards.
+    """
+    if batch_size:
+        return batch_size
+    return 64 if device.type == "cuda" else 16
+
+
 def model_token_limit(model: TextClassifier, tokenizer) -> int:
     """The longest input the encoder accepts, from its tokenizer or its position table."""
     limits = [getattr(model.encoder.config, "max_position_embeddings", None)]
@@ -68,7 +81,7 @@ class Predictor:
         device: str = "auto",
         precision: str = "auto",
         max_tokens: int = 128,
-        batch_size: int = 64,
+        batch_size: int = 0,
         top_k: int = 5,
     ):
         self.device = resolve_device(device)
@@ -76,7 +89,7 @@ class Predictor:
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.max_tokens = min(max_tokens, model_token_limit(model, tokenizer))
-        self.batch_size = batch_size
+        self.batch_size = forward_rows(self.device, batch_size)
         self.top_k = min(top_k, len(self.labels))
         self.dtype = autocast_dtype(self.device, precision)
 

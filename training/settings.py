@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(
         10_000, ge=10, description="Batching queue deadline; requests waiting longer get 503."
     )
-    inference_batch_size: int = Field(64, ge=1, le=4_096, description="Rows per forward pass.")
+    inference_batch_size: int = Field(
+        0, ge=0, le=4_096, description="Rows per forward pass; 0 = 16 on CPU, 64 on CUDA."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 where supported (CPU batches >= 8, CUDA), else fp32."
