@@ -1,0 +1,69 @@
+"""One training recipe on the train split the promotion gate leaves, scored on the test set.
+
+The online benchmark's last adapter trains on the corrections outside the gate's
+validation share (`LIVETUNE_VALIDATION_PERCENT`, by text hash). This trains one adapter
+from scratch on exactly those train-split texts with the given hyper-parameters, and
+prints its test accuracy: a few minutes per recipe instead of a 25-minute online run.
+
+    .venv/bin/python benchmarks/recipe_probe.py --data ../shared/data/banking77 \\
+        --validation-percent 10 --set epochs=5 --set lora_layers=0
+
+Data: Banking77 (Casanueva et al. 2020, CC-BY-4.0), read in place, never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from bench_training import DEFAULT_DATA, fresh_model, read_split, test_accuracy  # noqa: E402
+
+from training.labels import load_labels  # noqa: E402
+from training.split import split_for, text_key  # noqa: E402
+from training.trainer import TrainConfig, Trainer  # noqa: E402
+
+
+def setting(value: str) -> tuple[str, object]:
+    key, _, raw = value.partition("=")
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--validation-percent", type=float, default=20.0)
+    parser.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="a TrainConfig field, e.g. epochs=5")  # fmt: skip
+    args = parser.parse_args(argv)
+    names = [label.name for label in load_labels(args.data / "categories.json")]
+    texts, labels = read_split(args.data, "train")
+    test_texts, test_labels = read_split(args.data, "test")
+    keep = [
+        i for i, text in enumerate(texts)
+        if split_for(text_key(text), args.validation_percent) == "train"
+    ]  # fmt: skip
+    config = TrainConfig(**dict(args.set))
+    model, tokenizer = fresh_model(names, config)
+    started = time.perf_counter()
+    result = Trainer(model, tokenizer, names, config).train(
+        [texts[i] for i in keep], [labels[i] for i in keep]
+    )
+    accuracy = test_accuracy(model, tokenizer, names, test_texts, test_labels)
+    print(json.dumps({
+        "validation_percent": args.validation_percent, "set": dict(args.set),
+        "train_samples": len(keep), "test_accuracy": round(accuracy, 4),
+        "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
