@@ -67,13 +67,14 @@ from training.predictor import (  # noqa: E402
     Predictor,
     zero_shot_predictor,
 )
+from training.settings import worker_threads  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "predict.json"
 SEED = 77
-# The service gives one worker cores // workers threads: 2 here, so the in-process
-# figures use the same number to be comparable.
-TORCH_THREADS = 2
+# The in-process figures use the threads the service gives a single worker (2 on two
+# cores), to be comparable.
+TORCH_THREADS = worker_threads(1)
 BARE_TEMPLATE = "{name}"
 SERVICE_BATCH = 64  # texts per POST in the accuracy pass: the service's default cap
 TARGET_SERVICE_VS_RAW = 0.9
@@ -528,10 +529,9 @@ def measure_service(
             say(f"server log tail:\n{log_tail(logs[-1]) if logs else '(no log)'}")
             raise
     settings = f"LIVETUNE_* defaults but WORKERS={workers}, LABELS_FILE=<data>/categories.json"
-    threads = max(1, (os.cpu_count() or 1) // workers)
     return {
         "workers": workers,
-        "torch_threads_per_worker": threads,
+        "torch_threads_per_worker": worker_threads(workers),
         "ready_s": round(ready_s, 1),
         "settings": settings,
         **http,
@@ -614,7 +614,7 @@ def markdown(results: dict) -> str:
 
 
 def workers_name(workers: int) -> str:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     return f"{workers} worker{'s' * (workers > 1)} x {threads} torch thread{'s' * (threads > 1)}"
 
 

@@ -14,24 +14,19 @@ works (Banking77: Casanueva et al. 2020, CC-BY-4.0, read in place, never copied)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from bench_training import DEFAULT_DATA, read_split, say  # noqa: E402
 
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
 from training.predictor import zero_shot_predictor  # noqa: E402
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "templates.json"
 # Domain-free templates: nothing here names banking or any other field.
 TEMPLATES = [
@@ -54,17 +49,6 @@ TEMPLATES = [
 ]
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def read_split(data: Path, name: str, labels: list[str]) -> tuple[list[str], torch.Tensor]:
-    with (data / f"{name}.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    index = {label: i for i, label in enumerate(labels)}
-    return [row["text"] for row in rows], torch.tensor([index[row["category"]] for row in rows])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -77,10 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     predictor = zero_shot_predictor(
         args.base_model or None, labels, template="{name}", device="cpu", precision="fp32"
     )
+    index = {name: i for i, name in enumerate(names)}
     splits = {}
     for split in ("train", "test"):
-        texts, gold = read_split(args.data, split, names)
+        texts, labels_of = read_split(args.data, split)
         say(f"embedding {len(texts)} {split} texts")
+        gold = torch.tensor([index[label] for label in labels_of])
         splits[split] = (predictor.embeddings(texts).float(), gold)
     results = []
     for template in dict.fromkeys([*TEMPLATES, *args.template]):

@@ -33,7 +33,7 @@ from training.adapters import fingerprint
 from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor
 from training.registry import AdapterRegistry
-from training.settings import load_settings
+from training.settings import load_settings, worker_threads
 from training.store import PredictionRecord, SQLiteFeedbackStore
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -81,8 +81,7 @@ class Livetune:
 
     def _load(self) -> None:
         try:
-            cores = os.cpu_count() or 1
-            torch.set_num_threads(settings.threads or max(1, cores // settings.workers))
+            torch.set_num_threads(worker_threads(settings.workers, settings.threads))
             predictor = zero_shot_predictor(
                 settings.base_model,
                 self.labels,

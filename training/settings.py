@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,11 @@ TOKEN_SCOPES = ("predict", "feedback", "admin")
 # RFC 6750 token characters (so it fits a header, and no comma or space), 16 or more.
 PLAIN_TOKEN = re.compile(r"\A[A-Za-z0-9._~+/-]{16,}=*\Z")
 HASHED_TOKEN = re.compile(r"\Asha256:([0-9a-fA-F]{64})\Z")
+
+
+def worker_threads(workers: int, threads: int = 0) -> int:
+    """Torch threads for each API worker: `threads`, or 0 = the cores shared out evenly."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
 
 
 class SettingsError(RuntimeError):
