@@ -2,14 +2,18 @@
 
 One run prints every figure next to its baseline:
 
-1. raw model throughput, `Predictor.predict` in-process, over several batch sizes;
-   bf16 autocast ("auto") against fp32 at the best one, with top-1 agreement;
+1. raw model throughput, `Predictor.predict` in-process, over several batch sizes
+   (one forward pass of that many rows per call); bf16 autocast ("auto") against
+   fp32 at the best one, with top-1 agreement; and, for comparison, the same
+   predictor as the service runs it (the whole batch sorted by length, then cut into
+   forwards of its default rows), over several batch sizes ("as served");
 2. the service (`bentoml serve service.service:Livetune`, started here as a
    subprocess) over HTTP, one text per request so that adaptive batching does the
    grouping: throughput and p50/p99 latency at several concurrencies, once per API
    worker count in --workers (default: 1, then one per core);
 3. the naive baseline: one forward per request, no batching (batch size 1 in 1.);
-4. ratios: the best service figure / raw best (target >= 0.9) and / naive (target >= 3);
+4. ratios: the best service figure / raw best (target >= 0.9) and / naive (target >= 3),
+   and / the best as-served figure (no target: it shows what the HTTP path costs);
 5. zero-shot accuracy on the Banking77 test set through POST /predict, next to
    cosine similarity to the bare label names (template "{name}", in-process);
 6. everything to a JSON file (--out) and a markdown table on stdout for the README.
@@ -65,6 +69,7 @@ from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
 from training.predictor import (  # noqa: E402
     CPU_BF16_MIN_BATCH,
     Predictor,
+    forward_rows,
     zero_shot_predictor,
 )
 from training.settings import worker_threads  # noqa: E402
@@ -226,11 +231,14 @@ def interleaved_medians(configs: dict, rounds: int) -> dict:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def at_batch(predictor: Predictor, pool: TextPool, batch: int, slice_s: float) -> Callable:
-    """A timed run of `predictor` where each predict() call is exactly one forward of `batch`."""
+def at_batch(
+    predictor: Predictor, pool: TextPool, batch: int, slice_s: float, rows: int = 0
+) -> Callable:
+    """A timed run of `predictor` on `batch` texts per predict() call, in forwards of `rows`
+    (0: exactly one forward of `batch`)."""
 
     def run(seconds: float | None) -> float:
-        predictor.batch_size = batch
+        predictor.batch_size = rows or batch
         return rate_for(predictor.predict, pool, batch, slice_s if seconds is None else seconds)
 
     return run
@@ -251,6 +259,31 @@ def sweep_batch_sizes(
         "best_batch_size": best,
         "best_texts_per_s": round(rates[best], 1),
         "precision": "auto",
+        **cpu.figures,
+    }
+
+
+def sweep_as_served(
+    predictor: Predictor, data: Dataset, sizes: list[int], profile: Profile
+) -> dict:
+    """Batch sizes as the service's predictor runs them: sorted, in forwards of its rows.
+
+    The length sort sees the whole batch, so a bigger batch pads less: this is what a
+    worker's adaptive batches of that size cost without HTTP in front.
+    """
+    rows = forward_rows(predictor.device, 0)
+    pool = TextPool(data.texts, start=len(data.texts) // 4)
+    configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s, rows) for b in sizes}
+    with CpuMeter() as cpu:
+        rates = interleaved_medians(configs, profile.raw_rounds)
+    for b, texts_per_s in rates.items():
+        say(f"  as served, batch {b:>4} in {rows}-row forwards: {texts_per_s:8.1f} texts/s")
+    best = max(rates, key=rates.get)
+    return {
+        "forward_rows": rows,
+        "texts_per_s_by_batch_size": {str(b): round(r, 1) for b, r in rates.items()},
+        "best_batch_size": best,
+        "best_texts_per_s": round(rates[best], 1),
         **cpu.figures,
     }
 
@@ -309,6 +342,7 @@ def measure_in_process(data: Dataset, sizes: list[int], profile: Profile) -> dic
     auto = build_predictor(data.labels, DEFAULT_TEMPLATE, "auto")
     fp32 = build_predictor(data.labels, DEFAULT_TEMPLATE, "fp32")
     raw = sweep_batch_sizes(auto, data, sizes, profile)
+    as_served = sweep_as_served(auto, data, [b for b in sizes if b > 1], profile)
     # An unbatched server runs exactly predict([text]) per request: batch size 1 above.
     naive = {"texts_per_s": raw["texts_per_s_by_batch_size"]["1"], "batch_size": 1}
     # Below CPU_BF16_MIN_BATCH rows "auto" runs fp32 anyway: nothing to compare there.
@@ -326,6 +360,7 @@ def measure_in_process(data: Dataset, sizes: list[int], profile: Profile) -> dic
     )
     return {
         "raw": raw,
+        "as_served": as_served,
         "naive": naive,
         "precision": precision,
         "template_labels": template_labels,
@@ -558,7 +593,7 @@ def accuracy_figures(data: Dataset, profile: Profile, in_process: dict, service:
     }
 
 
-def ratio_figures(raw: dict, naive: dict, service: dict) -> dict:
+def ratio_figures(raw: dict, as_served: dict, naive: dict, service: dict) -> dict:
     best = service["best"]["texts_per_s"]
     vs_raw, vs_naive = best / raw["best_texts_per_s"], best / naive["texts_per_s"]
     return {
@@ -569,6 +604,8 @@ def ratio_figures(raw: dict, naive: dict, service: dict) -> dict:
         "service_vs_naive_target": TARGET_SERVICE_VS_NAIVE,
         "service_vs_naive_met": vs_naive >= TARGET_SERVICE_VS_NAIVE,
         "raw_best_vs_naive": round(raw["best_texts_per_s"] / naive["texts_per_s"], 3),
+        "service_vs_as_served": round(best / as_served["best_texts_per_s"], 3),
+        "as_served_vs_raw": round(as_served["best_texts_per_s"] / raw["best_texts_per_s"], 3),
     }
 
 
@@ -620,7 +657,7 @@ def workers_name(workers: int) -> str:
 
 def throughput_rows(results: dict) -> list[tuple]:
     raw, naive, prec, ratios = (results[k] for k in ("raw", "naive", "precision", "ratios"))
-    best = results["service"]
+    served, best = results["as_served"], results["service"]
     return [
         (
             f"Raw `Predictor.predict`, best batch ({raw['best_batch_size']})",
@@ -635,6 +672,14 @@ def throughput_rows(results: dict) -> list[tuple]:
             f"fp32: {rate(prec['fp32_texts_per_s'])}",
             f"{prec['auto_vs_fp32']:.2f}x",
             f"top-1 agreement {prec['top1_agreement']:.1%} ({prec['agreement_texts']} texts)",
+        ),
+        (
+            f"In-process as served: best batch ({served['best_batch_size']}) sorted, "
+            f"in {served['forward_rows']}-row forwards",
+            rate(served["best_texts_per_s"]),
+            f"raw best: {rate(raw['best_texts_per_s'])}",
+            f"{ratios['as_served_vs_raw']:.2f}x",
+            "",
         ),
         *(
             (
@@ -660,6 +705,13 @@ def throughput_rows(results: dict) -> list[tuple]:
             f"naive: {rate(naive['texts_per_s'])}",
             f"{ratios['service_vs_naive']:.2f}x",
             f">= {TARGET_SERVICE_VS_NAIVE:g} {met(ratios['service_vs_naive_met'])}",
+        ),
+        (
+            "Service vs in-process as served (what HTTP costs)",
+            rate(best["best"]["texts_per_s"]),
+            f"as served: {rate(served['best_texts_per_s'])}",
+            f"{ratios['service_vs_as_served']:.2f}x",
+            "",
         ),
     ]
 
@@ -762,7 +814,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="API worker counts to measure the service with, e.g. 1,2 (default: 1 and the cores)",
     )
     parser.add_argument(
-        "--concurrency", type=int_list, default=[1, 8, 32, 64], help="e.g. 1,8,32,64"
+        "--concurrency", type=int_list, default=[1, 8, 32, 64, 128], help="e.g. 1,8,32,64"
     )
     parser.add_argument(
         "--batch-sizes", type=int_list, default=[1, 8, 32, 64, 128], help="raw sweep"
@@ -788,11 +840,14 @@ def main(argv: list[str] | None = None) -> None:
     results = {
         "meta": meta(args, data),
         "raw": in_process["raw"],
+        "as_served": in_process["as_served"],
         "naive": in_process["naive"],
         "precision": in_process["precision"],
         "service": {key: value for key, value in service.items() if key != "labels"},
     }
-    results["ratios"] = ratio_figures(results["raw"], results["naive"], service)
+    results["ratios"] = ratio_figures(
+        results["raw"], results["as_served"], results["naive"], service
+    )
     results["accuracy"] = accuracy_figures(data, profile, in_process, runs[0])
     for run in runs:
         del run["labels"]

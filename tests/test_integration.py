@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.server import ROOT, running_server, start_server, stop_server, wait_for, wait_until
@@ -17,18 +20,17 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The quick-start configuration: embedded MiniLM, example labels, two workers;
-    yields its URL and its log file."""
+    """The quick-start configuration: embedded MiniLM, example labels, two workers."""
     tmp_path = tmp_path_factory.mktemp("serve")
     with running_server(
         tmp_path, LIVETUNE_LABELS_FILE="examples/support_labels.txt", LIVETUNE_WORKERS="2"
     ) as server:
-        yield server.base, server.log
+        yield server
 
 
 @pytest.fixture(scope="module")
 def server(served):
-    return served[0]
+    return served.base
 
 
 def readme_curl_commands() -> list[str]:
@@ -105,8 +107,23 @@ def test_bad_input_over_real_http_is_a_4xx(server):
     assert httpx.post(f"{server}/predict", json=big, timeout=30).status_code == 413
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps")
+def test_workers_parse_http_with_httptools_on_uvloop(served):
+    """uvicorn silently falls back to pure-Python h11 and asyncio when httptools and uvloop
+    are missing, at about a third more CPU per request; both are dependencies for that."""
+    workers = [
+        child
+        for child in psutil.Process(served.process.pid).children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]
+    assert workers
+    for worker in workers:
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
+        assert "httptools" in maps and "uvloop" in maps, worker.cmdline()
+
+
 def test_invalid_input_is_logged_as_one_warning_line_not_an_error(served):
-    base, log = served
+    base, log = served.base, served.log
     secret = "my-secret-text-" + "z" * 3000  # too long: refused, and never logged
     response = httpx.post(f"{base}/predict", json={"texts": ["fine", secret]}, timeout=30)
     assert response.status_code == 400
