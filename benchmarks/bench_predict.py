@@ -245,45 +245,28 @@ def at_batch(
 
 
 def sweep_batch_sizes(
-    predictor: Predictor, data: Dataset, sizes: list[int], profile: Profile
+    predictor: Predictor, data: Dataset, sizes: list[int], profile: Profile, rows: int = 0
 ) -> dict:
+    """Texts/s of predict() per batch size, in forwards of `rows` (0: one forward a call).
+
+    With `rows` the predictor runs as the service runs it: the length sort sees the whole
+    batch, so a bigger batch pads less; that is what a worker's adaptive batches of that
+    size cost without HTTP in front.
+    """
     pool = TextPool(data.texts)
-    configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s) for b in sizes}
+    configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s, rows) for b in sizes}
     with CpuMeter() as cpu:
         rates = interleaved_medians(configs, profile.raw_rounds)
+    name = f"as served ({rows}-row forwards)" if rows else "raw"
     for b, texts_per_s in rates.items():
-        say(f"  raw  batch {b:>4}: {texts_per_s:8.1f} texts/s")
+        say(f"  {name} batch {b:>4}: {texts_per_s:8.1f} texts/s")
     best = max(rates, key=rates.get)
     return {
+        "forward_rows": rows or "the batch",
         "texts_per_s_by_batch_size": {str(b): round(r, 1) for b, r in rates.items()},
         "best_batch_size": best,
         "best_texts_per_s": round(rates[best], 1),
         "precision": "auto",
-        **cpu.figures,
-    }
-
-
-def sweep_as_served(
-    predictor: Predictor, data: Dataset, sizes: list[int], profile: Profile
-) -> dict:
-    """Batch sizes as the service's predictor runs them: sorted, in forwards of its rows.
-
-    The length sort sees the whole batch, so a bigger batch pads less: this is what a
-    worker's adaptive batches of that size cost without HTTP in front.
-    """
-    rows = forward_rows(predictor.device, 0)
-    pool = TextPool(data.texts, start=len(data.texts) // 4)
-    configs = {b: at_batch(predictor, pool, b, profile.raw_slice_s, rows) for b in sizes}
-    with CpuMeter() as cpu:
-        rates = interleaved_medians(configs, profile.raw_rounds)
-    for b, texts_per_s in rates.items():
-        say(f"  as served, batch {b:>4} in {rows}-row forwards: {texts_per_s:8.1f} texts/s")
-    best = max(rates, key=rates.get)
-    return {
-        "forward_rows": rows,
-        "texts_per_s_by_batch_size": {str(b): round(r, 1) for b, r in rates.items()},
-        "best_batch_size": best,
-        "best_texts_per_s": round(rates[best], 1),
         **cpu.figures,
     }
 
@@ -342,7 +325,8 @@ def measure_in_process(data: Dataset, sizes: list[int], profile: Profile) -> dic
     auto = build_predictor(data.labels, DEFAULT_TEMPLATE, "auto")
     fp32 = build_predictor(data.labels, DEFAULT_TEMPLATE, "fp32")
     raw = sweep_batch_sizes(auto, data, sizes, profile)
-    as_served = sweep_as_served(auto, data, [b for b in sizes if b > 1], profile)
+    rows = forward_rows(auto.device, 0)
+    as_served = sweep_batch_sizes(auto, data, [b for b in sizes if b > 1], profile, rows)
     # An unbatched server runs exactly predict([text]) per request: batch size 1 above.
     naive = {"texts_per_s": raw["texts_per_s_by_batch_size"]["1"], "batch_size": 1}
     # Below CPU_BF16_MIN_BATCH rows "auto" runs fp32 anyway: nothing to compare there.
