@@ -49,6 +49,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +65,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from tests.server import log_tail, running_server  # noqa: E402
+from tests.server import log_tail, running_server, server_processes  # noqa: E402
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
 from training.predictor import (  # noqa: E402
     CPU_BF16_MIN_BATCH,
@@ -150,8 +151,8 @@ class TextPool:
 class CpuMeter:
     """Share of the box's CPU taken by us, the server, and everyone else during a phase."""
 
-    def __init__(self, server_pid: int | None = None):
-        self.server_pid = server_pid
+    def __init__(self, server: subprocess.Popen | None = None):
+        self.server = server
         self.figures: dict[str, float] = {}
 
     def __enter__(self) -> CpuMeter:
@@ -169,7 +170,7 @@ class CpuMeter:
             "others_cpu_share": round(max(0.0, busy_s - client - server) / total_s, 3),
             "client_cpu_share": round(client / total_s, 3),
         }
-        if self.server_pid:
+        if self.server:
             self.figures["server_cpu_share"] = round(server / total_s, 3)
 
     def _sample(self) -> tuple[float, float, float, float] | None:
@@ -184,14 +185,9 @@ class CpuMeter:
         return sum(jiffies), sum(jiffies) - idle, own.user + own.system, self._server_cpu()
 
     def _server_cpu(self) -> float:
-        if not self.server_pid:
+        if not self.server:
             return 0.0
-        try:
-            root = psutil.Process(self.server_pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        return sum(_cpu_seconds(process) for process in processes)
+        return sum(_cpu_seconds(process) for process in server_processes(self.server))
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -469,7 +465,7 @@ def summarize_level(concurrency: int, slices: list[LoadSlice]) -> dict:
 
 
 async def measure_http(
-    base_url: str, data: Dataset, levels: list[int], profile: Profile, server_pid: int
+    base_url: str, data: Dataset, levels: list[int], profile: Profile, server: subprocess.Popen
 ) -> dict:
     """Each level in turn, lightest first, then the lightest again.
 
@@ -480,8 +476,8 @@ async def measure_http(
     pool = TextPool(data.texts, start=len(data.texts) // 2)
     # The batcher calibrates itself on its first requests; keep that out of the figures.
     await load_slice(base_url, pool, levels[0], 2.0)
-    by_level = [await measure_level(base_url, pool, c, profile, server_pid) for c in levels]
-    again = await measure_level(base_url, pool, levels[0], profile, server_pid, rounds=1)
+    by_level = [await measure_level(base_url, pool, c, profile, server) for c in levels]
+    again = await measure_level(base_url, pool, levels[0], profile, server, rounds=1)
     for level in [*by_level, again]:
         say(
             f"  http concurrency {level['concurrency']:>3}: {level['texts_per_s']:8.1f} texts/s, "
@@ -497,11 +493,11 @@ async def measure_level(
     pool: TextPool,
     concurrency: int,
     profile: Profile,
-    server_pid: int,
+    server: subprocess.Popen,
     rounds: int = 0,
 ) -> dict:
     await load_slice(base_url, pool, concurrency, 1.0)  # settle: the batcher adapts to the level
-    with CpuMeter(server_pid) as cpu:
+    with CpuMeter(server) as cpu:
         slices = [
             await load_slice(base_url, pool, concurrency, profile.http_slice_s)
             for _ in range(rounds or profile.http_rounds)
@@ -539,8 +535,7 @@ def measure_service(
             with running_server(Path(tmp), **env) as server:
                 ready_s = time.perf_counter() - started
                 say(f"  every worker ready after {ready_s:.1f}s at {server.base}")
-                pid = server.process.pid
-                http = asyncio.run(measure_http(server.base, data, levels, profile, pid))
+                http = asyncio.run(measure_http(server.base, data, levels, profile, server.process))
                 texts, _ = accuracy_set(data, profile)
                 labels = service_labels(server.base, texts)
         except BaseException:

@@ -10,10 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.server import ROOT, running_server, start_server, stop_server, wait_for, wait_until
+from tests.server import (
+    ROOT,
+    running_server,
+    server_processes,
+    start_server,
+    stop_server,
+    wait_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +119,9 @@ def test_workers_parse_http_with_httptools_on_uvloop(served):
     """uvicorn silently falls back to pure-Python h11 and asyncio when httptools and uvloop
     are missing, at about a third more CPU per request; both are dependencies for that."""
     workers = [
-        child
-        for child in psutil.Process(served.process.pid).children(recursive=True)
-        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+        process
+        for process in server_processes(served.process)
+        if "_bentoml_impl.worker.service" in " ".join(process.cmdline())
     ]
     assert workers
     for worker in workers:
