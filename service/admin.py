@@ -15,23 +15,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.swap import BASE, worker_states
+from service.swap import worker_states
 from training.adapters import check_compatible
-from training.job import pending_samples
-from training.registry import AdapterRegistry, InvalidVersion, RegistryError
+from training.registry import BASE, AdapterStore, InvalidVersion, RegistryError, UnknownVersion
+from training.schedule import pending_samples
 
 
-def adapter_history(registry: AdapterRegistry) -> list[dict]:
+def adapter_history(registry: AdapterStore) -> list[dict]:
     """Every published version, newest first, with its evidence and whether it is active."""
-    active = registry.current()
     history = []
-    for adapter in reversed(registry.versions()):
+    for adapter, active in registry.history():
         manifest = adapter.manifest
         metrics = manifest.get("metrics", {})
         history.append(
             {
                 "version": adapter.version,
-                "active": adapter.version == active,
+                "active": active,
                 "parent": manifest.get("parent"),
                 "created_at": manifest.get("created_at"),
                 "metrics": metrics,
@@ -76,8 +75,10 @@ def activate(service, version: str) -> JSONResponse:
             adapter.manifest, version, service.serving.base_fingerprint, service.base_model_id
         )
         registry.activate(version)
+    except UnknownVersion as exc:
+        return error(404, "version", str(exc))
     except InvalidVersion as exc:
-        return error(404 if "unknown" in str(exc) else 400, "version", str(exc))
+        return error(400, "version", str(exc))
     except RegistryError as exc:  # unsafe files, or trained on another base model
         return error(409, "version", str(exc))
     return JSONResponse({"active": version})

@@ -12,7 +12,7 @@ import logging
 
 from service.limits import send_error
 from service.metrics import METRICS_PATH
-from training.settings import TOKEN_SCOPES
+from service.settings import TOKEN_SCOPES
 
 # Its own level: the middleware is built before the service instance sets up logging,
 # and BentoML passes only warnings of loggers it does not know to its handler.

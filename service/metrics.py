@@ -21,7 +21,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from prometheus_client import Counter, Gauge, Histogram
 
-from training.job import pending_samples
+from training.schedule import pending_samples
 from training.store import FeedbackStore, NewSample, TrainingRun
 
 log = logging.getLogger("livetune.metrics")

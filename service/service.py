@@ -27,18 +27,20 @@ from service.schemas import (
     feedback_types,
     texts_type,
 )
+from service.settings import ServiceSettings, worker_threads
 from service.swap import ServingModel, Watcher
 from service.trainer import Trainer, gpu_resources
 from training.adapters import fingerprint
+from training.backends import open_backends
 from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor
-from training.registry import AdapterRegistry
-from training.settings import load_settings, worker_threads
-from training.store import PredictionRecord, SQLiteFeedbackStore
+from training.settings import load_settings
+from training.store import PredictionRecord
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune")
-settings = load_settings()
+# Read at import: BentoML takes the decorator's arguments and the request types here.
+settings = load_settings(ServiceSettings)
 Texts = texts_type(settings.max_texts_per_request, settings.max_text_chars)
 SampleIn, Samples = feedback_types(settings.max_feedback_samples, settings.max_text_chars)
 READY_WAIT_S = 60.0
@@ -63,14 +65,10 @@ class Livetune:
         use_bentoml_logging()
         self.labels = settings.label_set()
         self.label_names = [label.name for label in self.labels]
-        self.store = SQLiteFeedbackStore(
-            settings.data_dir,
-            validation_percent=settings.validation_percent,
-            prediction_max_count=settings.prediction_retention_count,
-            prediction_max_age_s=settings.prediction_retention_hours * 3600,
-        )
-        self.prediction_log = PredictionLog(self.store)
-        self.registry = AdapterRegistry(settings.data_dir / "adapters", keep=settings.keep_adapters)
+        backends = open_backends(settings)
+        self.store = backends.store
+        self.registry = backends.registry
+        self.prediction_log = PredictionLog(backends.predictions)
         self.workers_dir = settings.data_dir / "workers"
         self.base_model_id = base_model_id(settings.base_model)
         self.serving: ServingModel | None = None

@@ -25,10 +25,9 @@ import torch
 from service import metrics
 from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head
 from training.predictor import Prediction, Predictor
-from training.registry import AdapterRegistry
+from training.registry import BASE, AdapterStore
 
 log = logging.getLogger("livetune.swap")
-BASE = "base"
 SLOTS = ("slot-a", "slot-b")  # peft adapter names: the active one and the one being filled
 
 
@@ -52,7 +51,7 @@ class ServingModel:
         self,
         predictor: Predictor,
         label_names: Sequence[str],
-        registry: AdapterRegistry,
+        registry: AdapterStore,
         base_fingerprint: str,
         base_id: str,
     ):
@@ -104,7 +103,8 @@ class ServingModel:
     def _switch_to(self, version: str) -> None:
         adapter = self.registry.get(version)  # name, files and symlinks checked
         check_compatible(adapter.manifest, version, self.base_fingerprint, self.base_id)
-        weight, bias, _ = read_head(adapter.path, self.label_names, *self.base_head)
+        folder = self.registry.materialize(version)
+        weight, bias, _ = read_head(folder, self.label_names, *self.base_head)
         model = self.predictor.model
         from peft import PeftModel
 
@@ -112,12 +112,12 @@ class ServingModel:
             # The first adapter wraps the encoder in place, so no batch may run meanwhile.
             with self.lock:
                 model.encoder = PeftModel.from_pretrained(
-                    model.encoder, adapter.path, adapter_name=SLOTS[0]
+                    model.encoder, folder, adapter_name=SLOTS[0]
                 ).eval()
                 self._activate(version, weight, bias, SLOTS[0])
             return
         spare = SLOTS[1] if self.active_slot == SLOTS[0] else SLOTS[0]
-        self._fill(model.encoder, spare, adapter.path)  # inactive: batches are unaffected
+        self._fill(model.encoder, spare, folder)  # inactive: batches are unaffected
         with self.lock:
             model.encoder.base_model.enable_adapter_layers()
             model.encoder.set_adapter(spare)

@@ -1,7 +1,7 @@
 """The Trainer: a BentoML service in its own process that runs the training loop.
 
-It shares nothing with the API workers but the data directory: feedback comes in through
-SQLite, adapters go out through the registry's CURRENT pointer.
+It shares nothing with the API workers but the backends: corrections come in through the
+store, adapters go out through the registry's CURRENT pointer.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import bentoml
 
 from service.logs import use_bentoml_logging
 from service.metrics import record_training_run
+from service.settings import ServiceSettings
+from training.job_settings import JobSettings
 from training.loop import TrainingLoop, job_from_settings, yield_cpu
 from training.settings import load_settings
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune.trainer")
-settings = load_settings()
+# The decorator needs the GPU share at import; everything else is read in __init__.
+gpu_fraction = load_settings(ServiceSettings, require_labels=False).gpu_fraction
 
 
 def gpu_resources(fraction: float) -> dict:
@@ -32,7 +35,7 @@ def gpu_resources(fraction: float) -> dict:
 @bentoml.service(
     name="livetune-trainer",
     workers=1,
-    resources=gpu_resources(settings.gpu_fraction),
+    resources=gpu_resources(gpu_fraction),
     traffic={"timeout": 60},
 )
 class Trainer:
@@ -40,6 +43,7 @@ class Trainer:
 
     def __init__(self) -> None:
         use_bentoml_logging()
+        settings = load_settings(JobSettings)
         yield_cpu(settings.train_nice)  # this process only trains
         self.loop = TrainingLoop(
             job_from_settings(settings), settings.train_poll_s, on_run=record_training_run

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -84,7 +84,9 @@ LIMITS = {
 def service_client(monkeypatch, tmp_path, base_model: str, **env: str) -> TestClient:
     """A TestClient on the service module configured by `env`.
 
-    Only one such app per process: BentoML registers its Prometheus metrics globally.
+    The service reads its settings when first imported, so this must be the first import
+    of service.service in the process (and so one such app per process: BentoML registers
+    its Prometheus metrics globally anyway).
     """
     for key in [key for key in os.environ if key.startswith("LIVETUNE_")]:
         monkeypatch.delenv(key)
@@ -93,10 +95,10 @@ def service_client(monkeypatch, tmp_path, base_model: str, **env: str) -> TestCl
     monkeypatch.setenv("LIVETUNE_DATA_DIR", str(tmp_path / "data"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    import service.service
+    assert "service.service" not in sys.modules, "service.service was imported before its env"
+    from service.service import Livetune
 
-    module = importlib.reload(service.service)
-    return TestClient(module.Livetune.to_asgi(), raise_server_exceptions=False)
+    return TestClient(Livetune.to_asgi(), raise_server_exceptions=False)
 
 
 def wait_ready(client: TestClient, timeout: float = 60) -> None:

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import torch
 
-from service.swap import BASE
 from training.adapters import attach_lora, fingerprint, save_adapter
 from training.labels import Label
-from training.model import TextClassifier, load_encoder
-from training.predictor import Predictor
-from training.registry import AdapterRegistry
+from training.predictor import Predictor, zero_shot_predictor
+from training.registry import BASE, AdapterRegistry
 from training.trainer import TrainConfig
 
 TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
@@ -72,11 +70,8 @@ def write_toy_csv(path: Path, count: int = 240) -> Path:
 
 
 def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:
-    encoder, tokenizer = load_encoder(str(model_dir))
     labels = [Label(name) for name in labels]
-    predictor = Predictor(TextClassifier(encoder, len(labels)), tokenizer, labels, device="cpu")
-    predictor.init_head_from_labels("{name}")
-    return predictor
+    return zero_shot_predictor(str(model_dir), labels, template="{name}", device="cpu")
 
 
 def publish_adapter(

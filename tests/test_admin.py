@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from tests.server import running_server, wait_until
+from benchmarks.harness.server import running_server, wait_until
 from training.registry import AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def test_a_corrupt_adapter_keeps_the_previous_one_serving(served):
     assert httpx.post(f"{base}/adapters/activate", json={"version": good}).status_code == 200
     wait_until(lambda: workers_on(base, good), CONVERGE_S + 1)
     bad = publish_adapter(registry, model_dir, seed=101)
-    (registry.get(bad).path / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    (registry.root / bad / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
     assert httpx.post(f"{base}/adapters/activate", json={"version": bad}).status_code == 200
     time.sleep(CONVERGE_S)
     predictions = httpx.post(f"{base}/predict", json={"texts": ["lost card"]}, timeout=30)

@@ -20,8 +20,9 @@ from starlette.testclient import TestClient
 
 from service.auth import ADMIN, ANY, BearerAuth, required_scope
 from tests.factories import TOY_LABELS, publish_adapter
-from tests.server import running_server
+from benchmarks.harness.server import running_server
 from training.registry import AdapterRegistry
+from service.settings import ServiceSettings
 from training.settings import SettingsError, load_settings
 
 PREDICT_TOKEN = "predict-token-5JqF0wKc3nQx"
@@ -315,7 +316,7 @@ def clean_env(monkeypatch):
 
 
 def digests(**tokens) -> dict[str, frozenset[str]]:
-    return load_settings(require_labels=False, **tokens).token_digests()
+    return load_settings(ServiceSettings, require_labels=False, **tokens).token_digests()
 
 
 @pytest.mark.parametrize(
@@ -439,7 +440,7 @@ def test_a_bad_token_setting_names_the_variable_never_the_token(
 ):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable) as error:
-        load_settings(require_labels=False)
+        load_settings(ServiceSettings, require_labels=False)
     for part in value.split(","):
         assert part not in str(error.value)
 
@@ -447,12 +448,12 @@ def test_a_bad_token_setting_names_the_variable_never_the_token(
 def test_metrics_auth_without_tokens_is_refused(clean_env, monkeypatch):
     monkeypatch.setenv("LIVETUNE_METRICS_AUTH", "true")
     with pytest.raises(SettingsError, match="LIVETUNE_METRICS_AUTH"):
-        load_settings(require_labels=False)
+        load_settings(ServiceSettings, require_labels=False)
 
 
 def test_settings_never_show_a_token(clean_env, monkeypatch):
     monkeypatch.setenv("LIVETUNE_TOKENS_ADMIN", ADMIN_TOKEN)
-    settings = load_settings(require_labels=False)
+    settings = load_settings(ServiceSettings, require_labels=False)
     assert ADMIN_TOKEN not in repr(settings) and ADMIN_TOKEN not in str(settings.model_dump())
     assert settings.token_digests()["admin"] == {hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}
 

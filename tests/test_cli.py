@@ -86,10 +86,21 @@ def test_export_all_includes_superseded_history(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["training.__main__", "training.store", "training.predictor", "training.settings"]
+    "module",
+    [
+        "training.__main__",
+        "training.loop",
+        "training.backends",
+        "training.store",
+        "training.predictor",
+        "training.settings",
+    ],
 )
-def test_training_runs_without_bentoml(module):
-    code = f"import sys, {module}; sys.exit('bentoml' in sys.modules)"
+def test_training_runs_without_bentoml_or_the_http_service(module):
+    code = (
+        f"import sys, {module}; "
+        "sys.exit(any(m in ('bentoml', 'service') or m.startswith('service.') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

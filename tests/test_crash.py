@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.factories import tiny_training_env, write_toy_csv
-from tests.server import ROOT, running_server
+from benchmarks.harness.server import ROOT, running_server
 from training.registry import STAGING_PREFIX, AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 DRIVER = """
 import sys, time
 from pathlib import Path
-import training.job, training.registry
+import training.job, training.registry.local
 marker, point = Path(sys.argv[1]), sys.argv[2]
 
 def hang(*args, **kwargs):
@@ -39,13 +39,13 @@ if point == "training":
         return original(self, *args, **kwargs)
     training.job.Trainer.train = train
 elif point == "publish":  # staging complete with its manifest, not yet renamed
-    original = training.registry.write_manifest
+    original = training.registry.local.write_manifest
     def write_manifest(*args, **kwargs):
         original(*args, **kwargs)
         hang()
-    training.registry.write_manifest = write_manifest
+    training.registry.local.write_manifest = write_manifest
 elif point == "activate":  # the version is published, CURRENT not yet switched
-    training.registry.AdapterRegistry._write_current = hang
+    training.registry.local.LocalRegistry._write_current = hang
 from training.__main__ import main
 sys.exit(main(["run", "--once"]))
 """

@@ -8,10 +8,12 @@ import pytest
 
 from tests.conftest import TOY_LABELS
 from tests.factories import toy_samples
-from training.job import JobConfig, TrainingBusy, TrainingJob
+from training.backends import open_backends
+from training.job import TrainingJob
+from training.job_settings import JobSettings
 from training.labels import Label
-from training.registry import AdapterRegistry
-from training.store import NewSample, SQLiteFeedbackStore
+from training.locks import TrainingBusy
+from training.store import NewSample
 from training.trainer import TrainConfig
 
 TINY_TRAIN = TrainConfig(
@@ -27,19 +29,21 @@ TINY_TRAIN = TrainConfig(
 
 @pytest.fixture
 def job(tmp_path, tiny_model_dir):
-    store = SQLiteFeedbackStore(tmp_path, validation_percent=30)
-    registry = AdapterRegistry(tmp_path / "adapters", keep=3)
-    config = JobConfig(
+    settings = JobSettings(
+        data_dir=tmp_path,
+        validation_percent=30,
+        keep_adapters=3,
         base_model=str(tiny_model_dir),
         labels=[Label(name) for name in TOY_LABELS],
         label_template="{name}",
         train=TINY_TRAIN,
-        device="cpu",
-        min_new_samples=20,
+        train_device="cpu",
+        train_min_new_samples=20,
         min_validation_samples=10,
     )
-    yield TrainingJob(tmp_path, store, registry, config)
-    store.close()
+    backends = open_backends(settings)
+    yield TrainingJob(backends, settings)
+    backends.close()
 
 
 def add(job: TrainingJob, samples) -> None:
@@ -134,7 +138,7 @@ def test_one_run_at_a_time_and_interrupted_runs_are_marked_failed(job):
     crashed = job.store.start_run(
         trigger="samples", parent="base", data_cursor=0, train_samples=0, validation_samples=0
     )
-    with job._lock():
+    with job.run_lock():
         errors = []
         thread = threading.Thread(target=lambda: errors.append(_busy(job)))
         thread.start()
@@ -158,7 +162,7 @@ def test_a_broken_base_model_is_a_failed_run_not_a_crash(job, tmp_path):
     add(job, toy_samples(40))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{}")
-    job.config = JobConfig(**{**vars(job.config), "base_model": str(tmp_path / "broken")})
+    job.settings = job.settings.model_copy(update={"base_model": str(tmp_path / "broken")})
     run = job.run("manual")
     assert run.state == "failed"
     assert run.reason

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
 from tests.factories import TOY_LABELS, publish_adapter, tiny_training_env, toy_samples
-from tests.server import running_server, wait_until
+from benchmarks.harness.server import running_server, wait_until
 from training.registry import AdapterRegistry
 from training.store import NewSample, SQLiteFeedbackStore
 
@@ -185,7 +185,7 @@ def test_a_version_that_fails_to_load_is_counted_once_per_worker(served, tiny_mo
     serving = registry.current()
     # A damaged version made CURRENT behind the API's back (the API would refuse it).
     bad = publish_adapter(registry, tiny_model_dir, seed=1)
-    (registry.get(bad).path / "head.safetensors").write_bytes(b"not safetensors")
+    (registry.root / bad / "head.safetensors").write_bytes(b"not safetensors")
     before = scrape(base)
     registry.activate(bad)
     failures = "livetune_adapter_swap_failures_total"

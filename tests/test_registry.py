@@ -39,11 +39,12 @@ def test_round_trip_publish_activate_get(registry):
     assert registry.current() == version
     assert (registry.root / "CURRENT").read_text() == version + "\n"
     adapter = registry.get(version)
-    assert adapter.path == registry.root / version
-    assert (adapter.path / "adapter_model.safetensors").read_bytes() == b"weights"
+    folder = registry.materialize(version)
+    assert folder == registry.root / version
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"weights"
     expected = {"base_model": "tiny-bert", "metrics": {"accuracy": 0.9}, "version": version}
     assert adapter.manifest == expected
-    assert json.loads((adapter.path / "manifest.json").read_text()) == expected
+    assert json.loads((folder / "manifest.json").read_text()) == expected
     assert [v.version for v in registry.versions()] == [version]
 
 

@@ -1,6 +1,8 @@
 import pytest
 
-from training.settings import SettingsError, load_settings
+from service.settings import ServiceSettings
+from training.job_settings import JobSettings
+from training.settings import CoreSettings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -27,30 +29,42 @@ def test_labels_file(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("env", "variable"),
+    ("kind", "env", "variable"),
     [
-        ({}, "LIVETUNE_LABELS"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_LABELS_FILE": "/x"}, "LIVETUNE_LABELS"),
-        ({"LIVETUNE_LABELS": "a"}, "LIVETUNE_LABELS"),
-        ({"LIVETUNE_LABELS_FILE": "/no/such/file"}, "LIVETUNE_LABELS_FILE"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "many"}, "LIVETUNE_MAX_TOKENS"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "0"}, "LIVETUNE_MAX_TOKENS"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_DEVICE": "tpu"}, "LIVETUNE_DEVICE"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_PRECISION": "int3"}, "LIVETUNE_PRECISION"),
+        (CoreSettings, {}, "LIVETUNE_LABELS"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_LABELS_FILE": "/x"}, "LIVETUNE_LABELS"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a"}, "LIVETUNE_LABELS"),
+        (CoreSettings, {"LIVETUNE_LABELS_FILE": "/no/such/file"}, "LIVETUNE_LABELS_FILE"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "many"}, "MAX_TOKENS"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_TOKENS": "0"}, "MAX_TOKENS"),
+        (ServiceSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_DEVICE": "tpu"}, "LIVETUNE_DEVICE"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_PRECISION": "int3"}, "PRECISION"),
         (
+            CoreSettings,
             {"LIVETUNE_LABELS": "a,b", "LIVETUNE_LABEL_TEMPLATE": "no slot"},
             "LIVETUNE_LABEL_TEMPLATE",
         ),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_BASE_MODEL": "/tmp"}, "LIVETUNE_BASE_MODEL"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_BODY_BYTES": "10"}, "LIVETUNE_MAX_BODY_BYTES"),
-        ({"LIVETUNE_LABELS": "a,b", "LIVETUNE_WORKERS": "0"}, "LIVETUNE_WORKERS"),
+        (CoreSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_BASE_MODEL": "/tmp"}, "BASE_MODEL"),
+        (ServiceSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_MAX_BODY_BYTES": "10"}, "BODY"),
+        (ServiceSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_WORKERS": "0"}, "LIVETUNE_WORKERS"),
+        (JobSettings, {"LIVETUNE_LABELS": "a,b", "LIVETUNE_TRAIN_NICE": "40"}, "TRAIN_NICE"),
+        (JobSettings, {"LIVETUNE_LABELS": "a", "LIVETUNE_TRAIN_NICE": "1"}, "LIVETUNE_LABELS"),
     ],
 )
-def test_bad_setting_names_the_variable(monkeypatch, env, variable):
+def test_bad_setting_names_the_variable(monkeypatch, kind, env, variable):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=variable):
-        load_settings()
+        load_settings(kind)
+
+
+@pytest.mark.parametrize("kind", [CoreSettings, JobSettings])
+def test_the_trainer_and_the_cli_ignore_the_http_settings(monkeypatch, kind):
+    monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
+    monkeypatch.setenv("LIVETUNE_WORKERS", "0")  # invalid, but not theirs to read
+    monkeypatch.setenv("LIVETUNE_TOKENS_ADMIN", "short")
+    assert "workers" not in kind.model_fields
+    assert load_settings(kind).label_set()[0].name == "a"
 
 
 def test_cuda_without_gpu_is_refused(monkeypatch):
@@ -61,7 +75,7 @@ def test_cuda_without_gpu_is_refused(monkeypatch):
     monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
     monkeypatch.setenv("LIVETUNE_DEVICE", "cuda")
     with pytest.raises(SettingsError, match="LIVETUNE_DEVICE=cuda"):
-        load_settings()
+        load_settings(ServiceSettings)
 
 
 def test_local_base_model_folder_is_accepted(monkeypatch, tiny_model_dir):
@@ -73,11 +87,12 @@ def test_local_base_model_folder_is_accepted(monkeypatch, tiny_model_dir):
 def test_every_setting_is_documented_in_the_readme():
     from pathlib import Path
 
-    from training.settings import ENV_PREFIX, Settings
+    from training.settings import ENV_PREFIX
     from training.trainer import TrainConfig
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    names = [f"{ENV_PREFIX}{f.upper()}" for f in Settings.model_fields if f != "train"]
+    fields = {**ServiceSettings.model_fields, **JobSettings.model_fields}
+    names = [f"{ENV_PREFIX}{f.upper()}" for f in fields if f != "train"]
     names += [f"{ENV_PREFIX}TRAIN__{f.upper()}" for f in TrainConfig.model_fields]
     missing = [name for name in names if f"`{name}`" not in readme]
     assert missing == []
@@ -86,12 +101,12 @@ def test_every_setting_is_documented_in_the_readme():
 def test_training_hyper_parameters_come_from_nested_variables(monkeypatch):
     monkeypatch.setenv("LIVETUNE_TRAIN__EPOCHS", "7")
     monkeypatch.setenv("LIVETUNE_TRAIN__TARGET_MODULES", '["query", "value"]')
-    settings = load_settings(require_labels=False)
+    settings = load_settings(JobSettings, require_labels=False)
     assert settings.train.epochs == 7
     assert settings.train.target_modules == ("query", "value")
     monkeypatch.setenv("LIVETUNE_TRAIN__EPOCHS", "-1")
     with pytest.raises(SettingsError, match="LIVETUNE_TRAIN__EPOCHS"):
-        load_settings(require_labels=False)
+        load_settings(JobSettings, require_labels=False)
 
 
 def test_readme_states_the_training_defaults_the_code_has():

@@ -10,18 +10,18 @@ import psutil
 import pytest
 import torch
 
-from service.swap import BASE, ServingModel, Watcher, worker_states
+from service.swap import ServingModel, Watcher, worker_states
 from tests.conftest import TOY_LABELS
 from tests.factories import TEXTS, publish_adapter, zero_shot
 from training.adapters import attach_lora, fingerprint, load_head
-from training.registry import AdapterRegistry
+from training.registry import BASE, AdapterRegistry
 from training.trainer import TrainConfig
 
 
 def reference(model_dir, registry: AdapterRegistry, version: str) -> torch.Tensor:
     """Probabilities of a model built directly with `version`: what serving must match."""
     predictor = zero_shot(model_dir)
-    path = registry.get(version).path
+    path = registry.materialize(version)
     attach_lora(predictor.model, TrainConfig(), warm_start=path)
     load_head(predictor.model, TOY_LABELS, path)
     predictor.model.eval()
@@ -95,7 +95,7 @@ def test_a_corrupt_adapter_is_refused_and_the_current_one_keeps_serving(
     serving.follow(good)
     before, _ = scores(serving)
     bad = publish_adapter(registry, tiny_model_dir, seed=5)
-    folder = registry.get(bad).path
+    folder = registry.root / bad
     if damage == "garbage_weights":
         (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
     elif damage == "garbage_head":

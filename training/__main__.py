@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from training.settings import SettingsError, load_settings
-from training.store import NewSample, SQLiteFeedbackStore
+from training.backends import open_store
+from training.job_settings import JobSettings
+from training.settings import CoreSettings, SettingsError, load_settings
+from training.store import NewSample
 
 LABEL_COLUMNS = ("label", "category", "intent")
 CHUNK = 1_000
@@ -69,7 +71,7 @@ def import_file(args, settings) -> int:
         print(f"valid labels: {', '.join(labels)}", file=sys.stderr)
         return 2
     source = args.source or f"import:{args.file.name}"
-    store = _store(settings)
+    store = open_store(settings)
     stored = duplicates = 0
     for start in range(0, len(rows), CHUNK):
         chunk = [
@@ -84,7 +86,7 @@ def import_file(args, settings) -> int:
 
 
 def export_samples(args, settings) -> int:
-    store = _store(settings)
+    store = open_store(settings)
     out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
     count = 0
     for sample in store.samples(include_superseded=args.all):
@@ -98,7 +100,7 @@ def export_samples(args, settings) -> int:
 
 
 def run_training(args, settings) -> int:
-    from training.job import TrainingBusy
+    from training.locks import TrainingBusy
     from training.loop import TrainingLoop, job_from_settings, yield_cpu
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -120,15 +122,11 @@ def run_training(args, settings) -> int:
 
 
 def list_runs(args, settings) -> int:
-    store = _store(settings)
+    store = open_store(settings)
     for run in store.runs(limit=args.limit):
         print(json.dumps(asdict(run), ensure_ascii=False))
     store.close()
     return 0
-
-
-def _store(settings) -> SQLiteFeedbackStore:
-    return SQLiteFeedbackStore(settings.data_dir, validation_percent=settings.validation_percent)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,7 +150,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(require_labels=args.command in ("import", "run"))
+        # Only `run` needs the trainer's settings (and torch); the rest reads the core ones.
+        kind = JobSettings if args.command == "run" else CoreSettings
+        settings = load_settings(kind, require_labels=args.command in ("import", "run"))
         if args.command == "import":
             if not args.file.is_file():
                 print(f"no such file: {args.file}", file=sys.stderr)

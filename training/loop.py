@@ -7,10 +7,11 @@ import os
 import threading
 from collections.abc import Callable
 
-from training.job import JobConfig, TrainingBusy, TrainingJob
-from training.registry import AdapterRegistry
-from training.settings import Settings
-from training.store import SQLiteFeedbackStore, TrainingRun
+from training.backends import open_backends
+from training.job import TrainingJob
+from training.job_settings import JobSettings
+from training.locks import TrainingBusy
+from training.store import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +27,9 @@ def yield_cpu(niceness: int) -> None:
         os.nice(niceness)
 
 
-def job_from_settings(settings: Settings) -> TrainingJob:
-    """A TrainingJob on the configured data directory, store and registry."""
-    store = SQLiteFeedbackStore(settings.data_dir, validation_percent=settings.validation_percent)
-    registry = AdapterRegistry(settings.data_dir / "adapters", keep=settings.keep_adapters)
-    config = JobConfig(
-        base_model=settings.base_model,
-        labels=settings.label_set(),
-        label_template=settings.label_template,
-        train=settings.train,
-        device=settings.train_device,
-        threads=settings.train_threads,
-        precision=settings.precision,
-        max_tokens=settings.max_tokens,
-        gpu_memory_fraction=settings.train_gpu_memory_fraction,
-        min_new_samples=settings.train_min_new_samples,
-        max_interval_s=settings.train_max_interval_s,
-        failure_backoff_s=settings.train_failure_backoff_s,
-        promotion_margin=settings.promotion_margin,
-        min_validation_samples=settings.min_validation_samples,
-    )
-    return TrainingJob(settings.data_dir, store, registry, config)
+def job_from_settings(settings: JobSettings) -> TrainingJob:
+    """A TrainingJob on the configured backends."""
+    return TrainingJob(open_backends(settings), settings)
 
 
 class TrainingLoop:

@@ -1,4 +1,4 @@
-"""Adapter registry on the local file system: published versions and the active one.
+"""The adapter store on a local file system (the embedded default).
 
 Crash safety: a version is written into a `.staging-*` folder and renamed into place
 only once complete, and CURRENT is swapped with os.replace, so after a crash at any
@@ -9,103 +9,40 @@ Readers in other processes therefore never see a half-written version or CURRENT
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
+
+from training.registry.base import (
+    VERSION_PATTERN,
+    AdapterStore,
+    AdapterVersion,
+    RegistryError,
+    UnknownVersion,
+    check_name,
+    sequence_number,
+)
+from training.registry.files import (
+    MANIFEST,
+    check_entries,
+    fsync_path,
+    read_manifest,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
-# [0-9], not \d: \d also matches non-ASCII digits. \Z, not $: $ accepts a trailing newline.
-VERSION_PATTERN = re.compile(r"\Av([0-9]{4,})-[0-9]{8}T[0-9]{6}(?:-[0-9]+)?\Z")
-# Pickle-based formats (.bin .pt .pkl) can run code when loaded, so they are refused.
-ALLOWED_SUFFIXES = (".safetensors", ".json", ".txt", ".md")
 CURRENT = "CURRENT"
-MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 
 
-class RegistryError(Exception):
-    """A registry problem; the message says what is wrong and what to do."""
-
-
-class InvalidVersion(RegistryError):
-    """A version name that is malformed, unknown, or escapes the registry."""
-
-
-@dataclass(frozen=True)
-class AdapterVersion:
-    """A published adapter: its name, its folder and its parsed manifest.json."""
-
-    version: str
-    path: Path
-    manifest: dict
-
-
-def check_name(version: object) -> str:
-    """The version name itself, or InvalidVersion saying why it cannot be one."""
-    if not isinstance(version, str):
-        raise InvalidVersion(f"adapter version must be a string, not {type(version).__name__}")
-    if "\x00" in version:
-        reason = "contains a NUL byte"
-    elif "/" in version or "\\" in version:
-        reason = "contains a path separator"
-    elif not VERSION_PATTERN.match(version):
-        reason = "does not look like vNNNN-YYYYMMDDTHHMMSS"
-    else:
-        return version
-    raise InvalidVersion(f"invalid adapter version {version!r}: {reason}; use a listed version")
-
-
-def sequence_number(version: str) -> int:
-    return int(VERSION_PATTERN.match(version).group(1))
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's entry list to disk (a folder must be opened read-only)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def check_entries(folder: Path) -> None:
-    """Refuse anything in a version folder the loader must not touch."""
-    for entry in os.scandir(folder):
-        where = f"{folder.name}/{entry.name}"
-        if entry.is_symlink():
-            problem = "is a symlink, which could point outside the registry"
-        elif not entry.is_file(follow_symlinks=False):
-            problem = "is not a regular file; version folders are flat"
-        elif not entry.name.endswith(ALLOWED_SUFFIXES):
-            problem = "is refused: only safetensors and json files are loaded (pickle runs code)"
-        else:
-            continue
-        raise RegistryError(f"{where} {problem}; remove {entry.path}")
-
-
-def write_manifest(path: Path, manifest: dict) -> None:
-    """Write and fsync manifest.json, refusing anything JSON cannot hold."""
-    try:
-        text = json.dumps(manifest, indent=2, sort_keys=True)
-    except (TypeError, ValueError) as err:
-        raise RegistryError(f"manifest is not plain JSON: {err}; use str/num/list/dict") from err
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class AdapterRegistry:
+class LocalRegistry(AdapterStore):
     """Versioned adapter folders under one root, and the CURRENT pointer to the active one."""
 
     def __init__(self, root: str | Path, keep: int = 20):
@@ -159,7 +96,7 @@ class AdapterRegistry:
         fsync_path(staging)
         os.rename(staging, target)
         fsync_path(self.root)
-        return AdapterVersion(version, target, full)
+        return AdapterVersion(version, full)
 
     def _check_staging(self, staging: Path) -> Path:
         """Only a folder made by staging() may be published: never move anything else."""
@@ -223,6 +160,16 @@ class AdapterRegistry:
 
     def get(self, version: str) -> AdapterVersion:
         """A published version, after checking its name, its folder and its files."""
+        folder = self._folder(version)
+        return AdapterVersion(version, read_manifest(folder))
+
+    def materialize(self, version: str) -> Path:
+        """The version's own folder, checked: on a local disk there is nothing to copy."""
+        folder = self._folder(version)
+        read_manifest(folder)
+        return folder
+
+    def _folder(self, version: str) -> Path:
         check_name(version)
         path = self.root / version
         # A name that is valid but unsafe to load: refused like unsafe files (409, not 400).
@@ -232,17 +179,9 @@ class AdapterRegistry:
             raise RegistryError(f"adapter version {version!r} escapes {self.root}")
         if not path.is_dir():
             known = ", ".join(self._names()) or "none"
-            raise InvalidVersion(f"unknown adapter version {version!r}; known versions: {known}")
+            raise UnknownVersion(f"unknown adapter version {version!r}; known versions: {known}")
         check_entries(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RegistryError(f"{path} has no {MANIFEST}: never published; delete it") from None
-        except (UnicodeDecodeError, ValueError) as err:
-            raise RegistryError(f"{path / MANIFEST} is not valid JSON ({err}); delete it") from err
-        if not isinstance(manifest, dict):
-            raise RegistryError(f"{path / MANIFEST} is not a JSON object; delete {path}")
-        return AdapterVersion(version, path, manifest)
+        return path
 
     def versions(self) -> list[AdapterVersion]:
         """Every valid published version, oldest first; invalid folders are logged and skipped."""

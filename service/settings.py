@@ -1,0 +1,117 @@
+"""The HTTP service's configuration: tokens, request limits, batching and BentoML's knobs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from training.settings import ENV_PREFIX, CoreSettings
+
+TOKEN_SCOPES = ("predict", "feedback", "admin")
+# RFC 6750 token characters (so it fits a header, and no comma or space), 16 or more.
+PLAIN_TOKEN = re.compile(r"\A[A-Za-z0-9._~+/-]{16,}=*\Z")
+HASHED_TOKEN = re.compile(r"\Asha256:([0-9a-fA-F]{64})\Z")
+
+
+def worker_threads(workers: int, threads: int = 0) -> int:
+    """Torch threads for each API worker: `threads`, or 0 = the cores shared out evenly."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
+
+
+class ServiceSettings(CoreSettings):
+    """What `bentoml serve` reads on top of the core settings."""
+
+    max_feedback_samples: int = Field(1_000, ge=1, le=100_000, description="Samples per /feedback.")
+    log_predictions: bool = Field(
+        True, description="Remember served predictions so feedback can cite a prediction_id."
+    )
+    max_texts_per_request: int = Field(64, ge=1, le=10_000, description="Texts per /predict call.")
+    max_body_bytes: int = Field(1 << 20, ge=1_024, description="Largest request body (413 above).")
+    top_k: int = Field(5, ge=1, le=100, description="Alternatives returned in `top`.")
+    max_batch_size: int = Field(128, ge=1, le=4_096, description="Texts per adaptive batch.")
+    max_latency_ms: int = Field(
+        10_000, ge=10, description="Batching queue deadline; requests waiting longer get 503."
+    )
+    inference_batch_size: int = Field(
+        0, ge=0, le=4_096, description="Rows per forward pass; 0 = 16 on CPU, 64 on CUDA."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
+    workers: int = Field(1, ge=1, le=64, description="BentoML worker processes for the API.")
+    access_log: bool = Field(True, description="BentoML's per-request access log line.")
+    threads: int = Field(
+        0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
+    )
+    # Bearer tokens: comma-separated, each a plain token or `sha256:<hex>` of one. None
+    # anywhere = the API is open; any one set = every scope needs a token.
+    tokens_predict: SecretStr = Field(SecretStr(""), description="Tokens that may call /predict.")
+    tokens_feedback: SecretStr = Field(SecretStr(""), description="Tokens that may call /feedback.")
+    tokens_admin: SecretStr = Field(
+        SecretStr(""), description="Tokens for the operator endpoints; they pass every scope."
+    )
+    metrics_auth: bool = Field(False, description="/metrics needs a token (any scope).")
+    trainer: bool = Field(True, description="Run the Trainer service inside `bentoml serve`.")
+    gpu_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="GPU share BentoML gives each service on a GPU host (API and Trainer).",
+    )
+    online_accuracy_window: int = Field(
+        500, ge=1, le=1_000_000, description="Recent corrections behind the online-accuracy metric."
+    )
+
+    @field_validator("tokens_predict", "tokens_feedback", "tokens_admin")
+    @classmethod
+    def _tokens_well_formed(cls, value: SecretStr) -> SecretStr:
+        token_digests(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_auth_needs_tokens(self) -> ServiceSettings:
+        if self.metrics_auth and not any(self.token_digests().values()):
+            raise ValueError(
+                f"{ENV_PREFIX}METRICS_AUTH=true needs tokens: set {ENV_PREFIX}TOKENS_PREDICT, "
+                f"{ENV_PREFIX}TOKENS_FEEDBACK or {ENV_PREFIX}TOKENS_ADMIN"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cuda_needs_a_gpu(self) -> ServiceSettings:
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"{ENV_PREFIX}DEVICE=cuda but torch sees no CUDA GPU")
+        return self
+
+    def token_digests(self) -> dict[str, frozenset[str]]:
+        """SHA-256 hex digests of the configured bearer tokens, by scope."""
+        return {
+            scope: token_digests(getattr(self, f"tokens_{scope}").get_secret_value())
+            for scope in TOKEN_SCOPES
+        }
+
+
+def token_digests(value: str) -> frozenset[str]:
+    """SHA-256 hex digest of each comma-separated entry: a plain token or `sha256:<hex>` of one.
+
+    A bad entry is named by its position, never echoed: it may be a secret.
+    """
+    digests = set()
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for position, entry in enumerate(entries, 1):
+        if hashed := HASHED_TOKEN.match(entry):
+            digests.add(hashed.group(1).lower())
+        elif PLAIN_TOKEN.match(entry):
+            digests.add(hashlib.sha256(entry.encode()).hexdigest())
+        else:
+            raise ValueError(
+                f"entry {position} is neither a token (16+ characters of A-Z a-z 0-9 . _ ~ + / -,"
+                " e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                " nor sha256:<64 hex digits>"
+            )
+    return frozenset(digests)

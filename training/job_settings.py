@@ -1,0 +1,47 @@
+"""The trainer's configuration: the core settings plus when and how to train."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from training.settings import CoreSettings
+from training.trainer import TrainConfig
+
+
+class JobSettings(CoreSettings):
+    """What a training run and the loop around it read; built once, by the trainer."""
+
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Hyper-parameters, one variable each: LIVETUNE_TRAIN__EPOCHS=5 and so on.",
+    )
+    train_min_new_samples: int = Field(
+        50, ge=1, description="New corrections since the last run that start a training run."
+    )
+    train_max_interval_s: float = Field(
+        3_600.0, gt=0, description="Train anyway once a pending correction has waited this long."
+    )
+    train_poll_s: float = Field(
+        5.0, gt=0, le=3_600, description="How often the trainer looks for new corrections."
+    )
+    train_failure_backoff_s: float = Field(
+        300.0, ge=0, description="Pause after a failed run before the next automatic one."
+    )
+    train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs.")
+    train_threads: int = Field(
+        0, ge=0, le=256, description="Torch threads for training on CPU; 0 = all cores."
+    )
+    train_nice: int = Field(
+        19, ge=0, le=19, description="CPU niceness of the trainer: 19 = serving always first."
+    )
+    train_gpu_memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="Share of GPU memory the trainer may use."
+    )
+    promotion_margin: float = Field(
+        0.0, ge=-1, le=1, description="Candidate must beat current validation accuracy by this."
+    )
+    min_validation_samples: int = Field(
+        20, ge=0, description="Validation samples needed before any promotion."
+    )

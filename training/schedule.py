@@ -1,0 +1,43 @@
+"""When to train: the data cursor of the last finished run, and the triggers after it."""
+
+from __future__ import annotations
+
+import time
+
+from training.store import FeedbackStore
+
+FINISHED = ("promoted", "rejected")  # runs that got as far as training on their data
+
+
+def training_cursor(store: FeedbackStore) -> int:
+    """The data cursor of the last run that finished training (promoted or rejected)."""
+    runs = store.runs(limit=1, states=FINISHED)
+    return runs[0].data_cursor if runs else 0
+
+
+def pending_samples(store: FeedbackStore) -> int:
+    """Corrections that arrived after the last run that finished training."""
+    return store.count_samples(after_id=training_cursor(store))
+
+
+def due(
+    store: FeedbackStore,
+    *,
+    min_new_samples: int,
+    max_interval_s: float,
+    failure_backoff_s: float,
+    now: float | None = None,
+) -> str | None:
+    """Why a run should start now ("samples" or "interval"), or None."""
+    now = time.time() if now is None else now
+    last = store.last_run()
+    backing_off = last and last.state == "failed" and last.finished_at
+    if backing_off and now - last.finished_at < failure_backoff_s:
+        return None
+    cursor = training_cursor(store)
+    if store.count_samples(after_id=cursor) >= min_new_samples:
+        return "samples"
+    oldest = store.oldest_sample_time(after_id=cursor)
+    if oldest is not None and now - oldest >= max_interval_s:
+        return "interval"
+    return None
