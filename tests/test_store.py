@@ -1,79 +1,22 @@
-"""The SQLite feedback store on a real file."""
+"""The store contract on SQLite (real files), and the backend-independent rules."""
 
 from __future__ import annotations
 
-import multiprocessing
-import sqlite3
-import time
+import functools
+import json
+from dataclasses import dataclass
 
 import pytest
 
-from training.split import normalise, split_for, text_key
-from training.store import NewSample, PredictionRecord, SQLiteFeedbackStore
+from tests.store_contract import StoreContract
+from training.split import normalise, text_key
+from training.store import NewSample, RunState, SampleWriter, SQLiteFeedbackStore, policy
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteFeedbackStore(tmp_path, validation_percent=20)
-    yield store
-    store.close()
-
-
-def test_database_is_in_wal_mode_with_full_sync(store, tmp_path):
-    db = sqlite3.connect(tmp_path / "feedback.sqlite3")
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._samples.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-
-
-def test_added_samples_are_readable_by_a_new_connection(store, tmp_path):
-    result = store.add_samples([NewSample("my card is lost", "lost_card", source="agent-7")])
-    assert result.duplicates == 0
-    other = SQLiteFeedbackStore(tmp_path)
-    [sample] = other.samples()
-    assert (sample.id, sample.text, sample.label, sample.source) == (
-        result.ids[0],
-        "my card is lost",
-        "lost_card",
-        "agent-7",
-    )
-    other.close()
-
-
-def test_replayed_client_id_is_not_stored_twice(store):
-    first = store.add_samples([NewSample("a text", "x", client_id="req-1")])
-    again = store.add_samples([NewSample("a text", "x", client_id="req-1")])
-    assert again.ids == first.ids and again.duplicates == 1
-    assert store.count_samples() == 1
-
-
-def test_same_text_same_label_is_a_duplicate_whatever_the_spacing_or_case(store):
-    store.add_samples([NewSample("My card  is lost", "lost_card")])
-    result = store.add_samples([NewSample("my card is lost ", "lost_card")])
-    assert result.duplicates == 1 and store.count_samples() == 1
-
-
-def test_new_label_supersedes_and_history_is_kept(store):
-    [old] = store.add_samples([NewSample("where is my card", "lost_card")]).ids
-    [new] = store.add_samples([NewSample("where is my card", "card_arrival")]).ids
-    assert [s.label for s in store.samples()] == ["card_arrival"]
-    history = list(store.samples(include_superseded=True))
-    assert [(s.id, s.superseded_by) for s in history] == [(old, new), (new, None)]
-
-
-def test_a_batch_with_a_repeated_text_keeps_the_last_label(store):
-    store.add_samples([NewSample("t", "a"), NewSample("t", "b")])
-    assert [s.label for s in store.samples()] == ["b"]
-
-
-def test_split_is_deterministic_and_near_the_configured_share(store):
-    texts = [f"text number {i}" for i in range(2000)]
-    store.add_samples([NewSample(t, "x") for t in texts])
-    validation = {s.text for s in store.samples(split="validation")}
-    assert 0.17 < len(validation) / len(texts) < 0.23
-    for text in texts[:50]:
-        expected = split_for(text_key(text), 20)
-        assert (text in validation) == (expected == "validation")
-    assert not validation & {s.text for s in store.samples(split="train")}
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def open_store(self, tmp_path):
+        return functools.partial(SQLiteFeedbackStore, str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -84,84 +27,55 @@ def test_normalisation_merges_trivial_variants(a, b):
     assert normalise(a) == normalise(b)
 
 
-def test_count_after_cursor(store):
-    ids = store.add_samples([NewSample(f"t{i}", "x") for i in range(5)]).ids
-    assert store.count_samples(after_id=ids[2]) == 2
-
-
-def test_predictions_are_found_by_id_and_by_text(store):
-    top = (("greet", 0.9), ("bye", 0.1))
-    store.log_predictions([PredictionRecord("p1", "Hello there", "greet", 0.9, "base", top=top)])
-    found = store.get_predictions(["p1", "nope"])
-    assert set(found) == {"p1"}
-    assert (found["p1"].label, found["p1"].top) == ("greet", top)
-    assert store.latest_prediction_for_text(["hello   there"])["hello   there"].id == "p1"
-
-
-def test_prediction_retention_by_count_and_age(tmp_path):
-    store = SQLiteFeedbackStore(tmp_path, prediction_max_count=3, prediction_max_age_s=60)
-    old = time.time() - 120
-    store.log_predictions([PredictionRecord("old", "t", "x", 0.5, "base", created_at=old)])
-    assert store.get_predictions(["old"]) == {}  # expired even before pruning
-    store.log_predictions([PredictionRecord(f"p{i}", "t", "x", 0.5, "base") for i in range(5)])
-    store.prune_predictions()
-    assert set(store.get_predictions([f"p{i}" for i in range(5)] + ["old"])) == {"p2", "p3", "p4"}
-    store.close()
-
-
-def _write_many(data_dir: str, worker: int, count: int) -> None:
-    store = SQLiteFeedbackStore(data_dir)
-    for i in range(count):
-        store.add_samples(
-            [NewSample(f"worker {worker} sample {i}", "x", client_id=f"{worker}-{i}")]
-        )
-    store.close()
-
-
-def test_concurrent_writer_processes_lose_nothing(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_write_many, args=(str(tmp_path), w, 100)) for w in range(4)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(120)
-        assert process.exitcode == 0
-    store = SQLiteFeedbackStore(tmp_path)
-    assert store.count_samples() == 400
-    store.close()
-
-
-def test_add_result_says_which_samples_were_new(store):
-    store.add_samples([NewSample("a b", "x", client_id="k1")])
-    result = store.add_samples(
-        [NewSample("c d", "y"), NewSample("other", "x", client_id="k1"), NewSample("a b", "x")]
+@pytest.mark.parametrize("state", list(RunState))
+def test_run_state_reads_as_its_plain_string(state):
+    assert state == state.value and RunState(state.value) is state
+    assert (str(state), f"{state}", f"{state:>9}") == (
+        state.value,
+        state.value,
+        f"{state.value:>9}",
     )
-    assert result.new == [True, False, False]
-    assert result.duplicates == 2
+    assert json.dumps({"state": state}) == json.dumps({"state": state.value})
 
 
-def test_agreement_over_the_most_recent_linked_corrections(store):
-    def corrected(text, label, served):
-        return NewSample(text, label, prediction_id=f"p-{text}", predicted_label=served)
-
-    store.add_samples([corrected("one", "a", "b"), corrected("two", "a", "b")])
-    store.add_samples([NewSample("not linked", "a")])
-    store.add_samples([corrected("three", "a", "a"), corrected("four", "b", "b")])
-    assert store.agreement(window=100) == (2, 4)
-    assert store.agreement(window=2) == (2, 2)  # the newest two, both agreed
-    assert store.agreement(window=3) == (2, 3)
+@dataclass
+class Row:
+    id: int
+    key: str
+    label: str
+    client_id: str | None
+    superseded_by: int | None = None
 
 
-def test_runs_filtered_by_state(store):
-    def run(state):
-        run_id = store.start_run(
-            trigger="manual", parent="base", data_cursor=0, train_samples=1, validation_samples=0
-        )
-        store.finish_run(run_id, state=state, reason=None, candidate=None, report={})
-        return run_id
+class ListWriter(SampleWriter):
+    """The four primitives over a list: all a backend needs to reuse the policy."""
 
-    promoted, rejected, failed = run("promoted"), run("rejected"), run("failed")
-    assert [r.id for r in store.runs(states=("promoted", "rejected"))] == [rejected, promoted]
-    assert [r.id for r in store.runs(limit=1, states=("promoted",))] == [promoted]
-    assert [r.id for r in store.runs()] == [failed, rejected, promoted]
-    assert store.runs(states=("running",)) == []
+    def __init__(self):
+        self.rows: list[Row] = []
+
+    def id_for_client_id(self, client_id):
+        return next((r.id for r in self.rows if r.client_id == client_id), None)
+
+    def active_id(self, key, label):
+        active = (r for r in self.rows if r.superseded_by is None)
+        return next((r.id for r in active if (r.key, r.label) == (key, label)), None)
+
+    def insert(self, sample, *, key, split, created_at):
+        self.rows.append(Row(len(self.rows) + 1, key, sample.label, sample.client_id))
+        return len(self.rows)
+
+    def supersede_others(self, key, winner_id):
+        for row in self.rows:
+            if row.key == key and row.superseded_by is None and row.id != winner_id:
+                row.superseded_by = winner_id
+
+
+def test_the_policy_runs_on_any_backend_that_has_the_primitives():
+    writer = ListWriter()
+    add = functools.partial(policy.add_samples, writer, validation_percent=20, now=0.0)
+    relabeled = [NewSample("Card lost", "a", client_id="c1"), NewSample("card  LOST", "b")]
+    assert add(relabeled).ids == [1, 2]
+    replay = add([NewSample("x", "a", client_id="c1"), NewSample("card lost", "b")])
+    assert (replay.ids, replay.new) == ([1, 2], [False, False])
+    key = text_key("card lost")
+    assert [(r.key, r.superseded_by) for r in writer.rows] == [(key, 2), (key, None)]

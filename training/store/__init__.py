@@ -1,21 +1,32 @@
-"""Durable storage of labeled corrections and of recent predictions."""
+"""Durable storage of labeled corrections, recent predictions and training runs."""
 
-from training.store.base import (
+from training.store.base import CorrectionStore, FeedbackStore, PredictionStore, RunStore
+from training.store.policy import SampleWriter
+from training.store.records import (
     AddResult,
-    FeedbackStore,
     NewSample,
     PredictionRecord,
+    RunState,
     StoredSample,
     TrainingRun,
 )
 from training.store.sqlite import SQLiteFeedbackStore
+from training.store.sqlite_predictions import SQLitePredictionLog
+from training.store.sqlite_schema import NewerSchemaError
 
 __all__ = [
     "AddResult",
+    "CorrectionStore",
     "FeedbackStore",
     "NewSample",
+    "NewerSchemaError",
     "PredictionRecord",
+    "PredictionStore",
+    "RunState",
+    "RunStore",
     "SQLiteFeedbackStore",
+    "SQLitePredictionLog",
+    "SampleWriter",
     "StoredSample",
     "TrainingRun",
 ]

@@ -1,86 +1,36 @@
-"""The feedback store interface: SQLite is the embedded default, PostgreSQL can follow."""
+"""The store interfaces, one per kind of data; SQLite is the embedded default, PostgreSQL
+can follow. Rules that must not differ between backends live in `policy.py`."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+
+from training.store.records import (
+    AddResult,
+    NewSample,
+    PredictionRecord,
+    RunState,
+    StoredSample,
+    TrainingRun,
+)
+
+__all__ = [
+    "AddResult",
+    "CorrectionStore",
+    "FeedbackStore",
+    "NewSample",
+    "PredictionRecord",
+    "PredictionStore",
+    "RunState",
+    "RunStore",
+    "StoredSample",
+    "TrainingRun",
+]
 
 
-@dataclass(frozen=True)
-class PredictionRecord:
-    """A served prediction, remembered so a correction can cite its id."""
-
-    id: str
-    text: str
-    label: str
-    score: float
-    adapter: str
-    created_at: float = 0.0
-    top: tuple[tuple[str, float], ...] = ()  # the top-k (label, probability) pairs served
-
-
-@dataclass(frozen=True)
-class NewSample:
-    """A correction as accepted from a client, text already resolved."""
-
-    text: str
-    label: str
-    source: str | None = None
-    client_id: str | None = None
-    prediction_id: str | None = None
-    predicted_label: str | None = None
-    adapter: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredSample:
-    id: int
-    text: str
-    label: str
-    split: str
-    source: str | None
-    client_id: str | None
-    prediction_id: str | None
-    predicted_label: str | None
-    adapter: str | None
-    created_at: float
-    superseded_by: int | None
-
-
-@dataclass(frozen=True)
-class AddResult:
-    ids: list[int]  # one per input sample; a duplicate gets the id already stored
-    new: list[bool]  # per input sample: stored by this call (False: a duplicate)
-
-    @property
-    def duplicates(self) -> int:
-        return self.new.count(False)
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """One training run: what started it, what it trained on, and how it ended."""
-
-    id: int
-    trigger: str  # "samples", "interval", "manual"
-    state: str  # "running", "promoted", "rejected", "failed"
-    reason: str | None
-    started_at: float
-    finished_at: float | None
-    parent: str | None  # the adapter in service when the run started ("base" if none)
-    candidate: str | None  # the version the run produced, if it got that far
-    data_cursor: int  # highest sample id the run could see
-    train_samples: int
-    validation_samples: int
-    report: dict  # metrics, timings, hyper-parameters
-
-
-RUN_STATES = ("running", "promoted", "rejected", "failed")
-
-
-class FeedbackStore(abc.ABC):
-    """Labeled corrections (durable, append-only with supersede) and a bounded prediction log."""
+class CorrectionStore(abc.ABC):
+    """Labeled corrections: durable, append-only, a new label superseding the old one."""
 
     @abc.abstractmethod
     def add_samples(self, samples: Sequence[NewSample]) -> AddResult:
@@ -105,6 +55,14 @@ class FeedbackStore(abc.ABC):
         """(agreed, total) over the last `window` corrections linked to a served prediction:
         how often the served label was the label the client sent."""
 
+    def max_sample_id(self) -> int:
+        """The highest sample id stored so far (0 when empty): a data cursor."""
+        return max((s.id for s in self.samples(include_superseded=True)), default=0)
+
+
+class PredictionStore(abc.ABC):
+    """A bounded log of served predictions, so a correction can cite one by id or text."""
+
     @abc.abstractmethod
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
         """Remember served predictions (one write per batch) and prune past retention."""
@@ -118,6 +76,14 @@ class FeedbackStore(abc.ABC):
         """The most recent remembered prediction for each text (by normalised text)."""
 
     @abc.abstractmethod
+    def prune_predictions(self) -> None:
+        """Apply the retention bounds now (logging otherwise applies them now and then)."""
+
+
+class RunStore(abc.ABC):
+    """Training runs, durable next to the samples they trained on."""
+
+    @abc.abstractmethod
     def start_run(
         self, *, trigger: str, parent: str | None, data_cursor: int, train_samples: int,
         validation_samples: int,
@@ -126,12 +92,18 @@ class FeedbackStore(abc.ABC):
 
     @abc.abstractmethod
     def finish_run(
-        self, run_id: int, *, state: str, reason: str | None, candidate: str | None, report: dict
+        self,
+        run_id: int,
+        *,
+        state: RunState | str,
+        reason: str | None,
+        candidate: str | None,
+        report: dict,
     ) -> None:
         """Record how a run ended: promoted, rejected or failed, and why."""
 
     @abc.abstractmethod
-    def runs(self, *, limit: int = 20, states: Sequence[str] = ()) -> list[TrainingRun]:
+    def runs(self, *, limit: int = 20, states: Sequence[RunState | str] = ()) -> list[TrainingRun]:
         """The most recent training runs, newest first; only those in `states` if given."""
 
     @abc.abstractmethod
@@ -143,9 +115,9 @@ class FeedbackStore(abc.ABC):
         runs = self.runs(limit=1)
         return runs[0] if runs else None
 
-    def max_sample_id(self) -> int:
-        """The highest sample id stored so far (0 when empty): a data cursor."""
-        return max((s.id for s in self.samples(include_superseded=True)), default=0)
+
+class FeedbackStore(CorrectionStore, PredictionStore, RunStore):
+    """Everything the service and the trainer keep: corrections, predictions and runs."""
 
     @abc.abstractmethod
     def close(self) -> None:

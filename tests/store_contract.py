@@ -1,0 +1,261 @@
+"""What every feedback store backend must do, whatever it stores its data in.
+
+A backend's test module subclasses `StoreContract` as `Test<Backend>Store` and overrides
+`open_store`: a picklable callable that opens a new store on the test's own, initially
+empty data (so a second connection, or another process, sees the same data). Named
+without the `test_` prefix so pytest collects it only through those subclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from dataclasses import asdict
+
+import pytest
+
+from training.split import split_for, text_key
+from training.store import NewSample, PredictionRecord, RunState
+
+
+def _write_many(open_store, worker: int, count: int) -> None:
+    store = open_store()
+    for i in range(count):
+        store.add_samples(
+            [NewSample(f"worker {worker} sample {i}", "x", client_id=f"{worker}-{i}")]
+        )
+    store.close()
+
+
+def _corrected(text: str, label: str, served: str) -> NewSample:
+    return NewSample(text, label, prediction_id=f"p-{text}", predicted_label=served)
+
+
+class StoreContract:
+    @pytest.fixture
+    def open_store(self):
+        raise NotImplementedError("a backend's test class provides open_store")
+
+    @pytest.fixture
+    def store(self, open_store):
+        store = open_store(validation_percent=20)
+        yield store
+        store.close()
+
+    def start_run(self, store) -> int:
+        return store.start_run(
+            trigger="manual", parent="base", data_cursor=0, train_samples=1, validation_samples=0
+        )
+
+    def finished_run(self, store, state) -> int:
+        run_id = self.start_run(store)
+        store.finish_run(run_id, state=state, reason=None, candidate=None, report={})
+        return run_id
+
+    # Corrections: dedupe, supersede, split.
+
+    def test_added_samples_are_readable_by_a_new_connection(self, store, open_store):
+        result = store.add_samples([NewSample("my card is lost", "lost_card", source="agent-7")])
+        assert result.duplicates == 0
+        other = open_store()
+        [sample] = other.samples()
+        assert (sample.id, sample.text, sample.label, sample.source) == (
+            result.ids[0],
+            "my card is lost",
+            "lost_card",
+            "agent-7",
+        )
+        other.close()
+
+    def test_replayed_client_id_is_not_stored_twice(self, store):
+        first = store.add_samples([NewSample("a text", "x", client_id="req-1")])
+        again = store.add_samples([NewSample("a text", "x", client_id="req-1")])
+        assert again.ids == first.ids and again.duplicates == 1
+        assert store.count_samples() == 1
+
+    def test_replayed_client_id_returns_its_id_even_once_superseded(self, store):
+        [first] = store.add_samples([NewSample("a text", "x", client_id="req-1")]).ids
+        store.add_samples([NewSample("a text", "y")])
+        replay = store.add_samples([NewSample("a text", "x", client_id="req-1")])
+        assert (replay.ids, replay.new) == ([first], [False])
+        assert [s.label for s in store.samples()] == ["y"]
+
+    def test_same_text_same_label_is_a_duplicate_whatever_the_spacing_or_case(self, store):
+        store.add_samples([NewSample("My card  is lost", "lost_card")])
+        result = store.add_samples([NewSample("my card is lost ", "lost_card")])
+        assert result.duplicates == 1 and store.count_samples() == 1
+
+    def test_new_label_supersedes_and_history_is_kept(self, store):
+        [old] = store.add_samples([NewSample("where is my card", "lost_card")]).ids
+        [new] = store.add_samples([NewSample("where is my card", "card_arrival")]).ids
+        assert [s.label for s in store.samples()] == ["card_arrival"]
+        history = list(store.samples(include_superseded=True))
+        assert [(s.id, s.superseded_by) for s in history] == [(old, new), (new, None)]
+
+    def test_going_back_to_an_old_label_stores_it_again(self, store):
+        first, second = store.add_samples([NewSample("t", "a"), NewSample("t", "b")]).ids
+        [third] = store.add_samples([NewSample("t", "a")]).ids
+        assert third not in (first, second)
+        history = list(store.samples(include_superseded=True))
+        assert [s.superseded_by for s in history] == [second, third, None]
+
+    def test_a_batch_with_a_repeated_text_keeps_the_last_label(self, store):
+        store.add_samples([NewSample("t", "a"), NewSample("t", "b")])
+        assert [s.label for s in store.samples()] == ["b"]
+
+    def test_add_result_says_which_samples_were_new(self, store):
+        store.add_samples([NewSample("a b", "x", client_id="k1")])
+        result = store.add_samples(
+            [NewSample("c d", "y"), NewSample("other", "x", client_id="k1"), NewSample("a b", "x")]
+        )
+        assert result.new == [True, False, False]
+        assert result.duplicates == 2
+
+    def test_a_failing_batch_stores_nothing(self, store):
+        store.add_samples([NewSample("kept", "x")])
+        # text=None fails in the middle of the batch, after "first" was written.
+        batch = [NewSample("first", "x"), NewSample(None, "x"), NewSample("third", "x")]
+        with pytest.raises(TypeError):
+            store.add_samples(batch)
+        assert [s.text for s in store.samples(include_superseded=True)] == ["kept"]
+        assert store.add_samples([NewSample("first", "x")]).new == [True]
+
+    def test_split_is_deterministic_and_near_the_configured_share(self, store):
+        texts = [f"text number {i}" for i in range(2000)]
+        store.add_samples([NewSample(t, "x") for t in texts])
+        validation = {s.text for s in store.samples(split="validation")}
+        assert 0.17 < len(validation) / len(texts) < 0.23
+        for text in texts[:50]:
+            expected = split_for(text_key(text), 20)
+            assert (text in validation) == (expected == "validation")
+        assert not validation & {s.text for s in store.samples(split="train")}
+
+    def test_a_relabeled_text_keeps_its_split(self, store):
+        texts = [f"text number {i}" for i in range(50)]
+        store.add_samples([NewSample(t, "x") for t in texts])
+        store.add_samples([NewSample(t, "y") for t in texts])
+        history = list(store.samples(include_superseded=True))
+        assert {s.text: s.split for s in history[:50]} == {s.text: s.split for s in history[50:]}
+
+    # The training cursor.
+
+    def test_count_after_cursor(self, store):
+        ids = store.add_samples([NewSample(f"t{i}", "x") for i in range(5)]).ids
+        assert store.count_samples(after_id=ids[2]) == 2
+
+    def test_cursor_views_skip_superseded_samples(self, store):
+        assert (store.max_sample_id(), store.oldest_sample_time()) == (0, None)
+        before = time.time()
+        first, second = store.add_samples([NewSample("a", "x"), NewSample("b", "x")]).ids
+        [relabeled] = store.add_samples([NewSample("a", "y")]).ids
+        assert store.max_sample_id() == relabeled
+        assert store.count_samples() == 2 and store.count_samples(after_id=relabeled) == 0
+        assert before <= store.oldest_sample_time() <= time.time()
+        assert store.oldest_sample_time(after_id=relabeled) is None
+        assert [s.id for s in store.samples(after_id=first)] == [second, relabeled]
+
+    def test_agreement_over_the_most_recent_linked_corrections(self, store):
+        store.add_samples([_corrected("one", "a", "b"), _corrected("two", "a", "b")])
+        store.add_samples([NewSample("not linked", "a")])
+        store.add_samples([_corrected("three", "a", "a"), _corrected("four", "b", "b")])
+        assert store.agreement(window=100) == (2, 4)
+        assert store.agreement(window=2) == (2, 2)  # the newest two, both agreed
+        assert store.agreement(window=3) == (2, 3)
+
+    def test_concurrent_writer_processes_lose_nothing(self, open_store):
+        context = multiprocessing.get_context("spawn")
+        workers = [context.Process(target=_write_many, args=(open_store, w, 100)) for w in range(4)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(120)
+            assert process.exitcode == 0
+        store = open_store()
+        assert store.count_samples() == 400
+        store.close()
+
+    # The prediction log.
+
+    def test_predictions_are_found_by_id_and_by_text(self, store):
+        top = (("greet", 0.9), ("bye", 0.1))
+        record = PredictionRecord("p1", "Hello there", "greet", 0.9, "base", top=top)
+        store.log_predictions([record])
+        found = store.get_predictions(["p1", "nope"])
+        assert set(found) == {"p1"}
+        assert (found["p1"].label, found["p1"].top) == ("greet", top)
+        assert store.latest_prediction_for_text(["hello   there"])["hello   there"].id == "p1"
+
+    def test_the_latest_prediction_of_a_text_wins(self, store):
+        now = time.time()
+        store.log_predictions(
+            [
+                PredictionRecord("new", "Hi", "greet", 0.8, "v2", created_at=now - 1),
+                PredictionRecord("old", "hi", "bye", 0.6, "v1", created_at=now - 10),
+            ]
+        )
+        assert store.latest_prediction_for_text(["HI", "unseen"]) == {
+            "HI": store.get_predictions(["new"])["new"]
+        }
+
+    def test_prediction_retention_by_count_and_age(self, open_store):
+        store = open_store(prediction_max_count=3, prediction_max_age_s=60)
+        old = time.time() - 120
+        store.log_predictions([PredictionRecord("old", "t", "x", 0.5, "base", created_at=old)])
+        assert store.get_predictions(["old"]) == {}  # expired even before pruning
+        store.log_predictions([PredictionRecord(f"p{i}", "t", "x", 0.5, "base") for i in range(5)])
+        store.prune_predictions()
+        kept = store.get_predictions([f"p{i}" for i in range(5)] + ["old"])
+        assert set(kept) == {"p2", "p3", "p4"}
+        store.close()
+
+    # Training runs.
+
+    def test_runs_filtered_by_state(self, store):
+        promoted = self.finished_run(store, "promoted")
+        rejected = self.finished_run(store, "rejected")
+        failed = self.finished_run(store, "failed")
+        assert [r.id for r in store.runs(states=("promoted", "rejected"))] == [rejected, promoted]
+        assert [r.id for r in store.runs(limit=1, states=("promoted",))] == [promoted]
+        assert [r.id for r in store.runs()] == [failed, rejected, promoted]
+        assert store.runs(states=("running",)) == []
+
+    def test_a_run_is_recorded_from_start_to_finish(self, store):
+        assert store.last_run() is None
+        run_id = store.start_run(
+            trigger="samples", parent="base", data_cursor=7, train_samples=5, validation_samples=2
+        )
+        running = store.last_run()
+        assert (running.id, running.state, running.finished_at) == (run_id, "running", None)
+        assert (running.parent, running.data_cursor, running.report) == ("base", 7, {})
+        store.finish_run(
+            run_id, state=RunState.PROMOTED, reason="better", candidate="v1", report={"f1": 0.9}
+        )
+        done = store.last_run()
+        assert (done.state, done.reason, done.candidate) == ("promoted", "better", "v1")
+        assert done.report == {"f1": 0.9} and done.started_at <= done.finished_at
+
+    @pytest.mark.parametrize("written", [RunState.REJECTED, "rejected"])
+    def test_run_state_round_trips_as_an_enum_equal_to_its_string(self, store, written):
+        self.finished_run(store, written)
+        [run] = store.runs(states=(RunState.REJECTED,))
+        assert run.state is RunState.REJECTED and run.state == "rejected"
+        assert store.runs(states=("rejected",)) == [run]
+        assert json.loads(json.dumps(asdict(run)))["state"] == "rejected"
+        assert (str(run.state), f"{run.state}") == ("rejected", "rejected")
+
+    def test_an_unknown_run_state_is_refused(self, store):
+        run_id = self.start_run(store)
+        with pytest.raises(ValueError, match="'finished'"):
+            store.finish_run(run_id, state="finished", reason=None, candidate=None, report={})
+        assert store.last_run().state is RunState.RUNNING
+
+    def test_interrupted_runs_are_marked_failed(self, store):
+        finished = self.finished_run(store, RunState.PROMOTED)
+        interrupted = self.start_run(store)
+        assert store.fail_interrupted_runs("process died") == 1
+        runs = {run.id: run for run in store.runs()}
+        assert (runs[interrupted].state, runs[interrupted].reason) == ("failed", "process died")
+        assert runs[interrupted].finished_at is not None
+        assert runs[finished].state is RunState.PROMOTED
+        assert store.fail_interrupted_runs("again") == 0

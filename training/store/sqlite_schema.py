@@ -1,0 +1,146 @@
+"""SQLite connections and schema versions: forward-only migrations, applied at open.
+
+The version lives in the file header (PRAGMA user_version) rather than in a table: it is
+written in the same transaction as the migration it records, needs no table of its own
+to bootstrap, and every file made before versions were recorded reads 0.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+class NewerSchemaError(RuntimeError):
+    """The file was migrated by a newer livetune; this code must not write to it."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One database's migrations: migrations[i] takes a file from version i to i + 1.
+
+    Never edit a released migration; append a new one (add a column, a table, an index,
+    copy rows), and never drop data, since an older replica may still be reading it."""
+
+    migrations: tuple[tuple[str, ...], ...]
+
+    @property
+    def version(self) -> int:
+        return len(self.migrations)
+
+
+# Version 1 is the schema as it stood before versions were recorded. It stays idempotent
+# (IF NOT EXISTS), so an unversioned file made by that code becomes version 1 unchanged.
+FEEDBACK_SCHEMA = Schema(
+    migrations=(
+        (
+            """CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id TEXT UNIQUE,
+    text TEXT NOT NULL,
+    text_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    split TEXT NOT NULL CHECK (split IN ('train', 'validation')),
+    source TEXT,
+    prediction_id TEXT,
+    predicted_label TEXT,
+    adapter TEXT,
+    created_at REAL NOT NULL,
+    superseded_by INTEGER REFERENCES samples(id)
+)""",
+            "CREATE INDEX IF NOT EXISTS samples_active_key ON samples(text_key)"
+            " WHERE superseded_by IS NULL",
+            """CREATE TABLE IF NOT EXISTS training_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'promoted', 'rejected', 'failed')),
+    reason TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    parent TEXT,
+    candidate TEXT,
+    data_cursor INTEGER NOT NULL,
+    train_samples INTEGER NOT NULL,
+    validation_samples INTEGER NOT NULL,
+    report TEXT NOT NULL DEFAULT '{}'
+)""",
+        ),
+    )
+)
+PREDICTIONS_SCHEMA = Schema(
+    migrations=(
+        (
+            """CREATE TABLE IF NOT EXISTS predictions (
+    id TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    text_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    adapter TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    top TEXT NOT NULL DEFAULT '[]'
+)""",
+            "CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at)",
+            "CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key)",
+        ),
+    )
+)
+
+
+def connect(path: Path, synchronous: str, schema: Schema) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode, migrated to `schema`; writers take
+    `BEGIN IMMEDIATE` explicitly."""
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        migrate(db, path, schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue on
+    busy_timeout instead of failing with "database is locked" at commit."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db: sqlite3.Connection, path: Path, schema: Schema) -> int:
+    """Apply the migrations `path` lacks, all in one transaction; returns the version found.
+
+    The write lock is taken before the version is read, so when several processes open a
+    file at once one migrates and the others, queued on busy_timeout, find it done."""
+    with transaction(db):
+        found = schema_version(db)
+        if found > schema.version:
+            raise NewerSchemaError(
+                f"{path} has schema version {found}, but this livetune knows versions up to"
+                f" {schema.version}: run a livetune at least as new as the one that wrote it"
+                " (an older one must not write to a newer schema)"
+            )
+        for statements in schema.migrations[found:]:
+            for statement in statements:
+                db.execute(statement)
+        if found < schema.version:
+            db.execute(f"PRAGMA user_version = {schema.version}")
+    return found
