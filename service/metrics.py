@@ -21,8 +21,8 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from prometheus_client import Counter, Gauge, Histogram
 
-from training.schedule import pending_samples
-from training.store import FeedbackStore, NewSample, TrainingRun
+from training.schedule import FINISHED, pending_samples
+from training.store import FeedbackStore, NewSample, RunState, TrainingRun
 
 log = logging.getLogger("livetune.metrics")
 METRICS_PATH = "/metrics"
@@ -175,11 +175,11 @@ def refresh_from_store(store: FeedbackStore, online_window: int) -> None:
     ONLINE_WINDOW.set(total)
     if total:
         ONLINE_ACCURACY.set(agreed / total)
-    promoted = store.runs(limit=1, states=("promoted",))
+    promoted = store.runs(limit=1, states=(RunState.PROMOTED,))
     LAST_PROMOTION.set(promoted[0].finished_at if promoted else 0)
     last = store.last_run()
-    TRAINING_ACTIVE.set(1 if last is not None and last.state == "running" else 0)
-    for run in store.runs(limit=20, states=("promoted", "rejected")):
+    TRAINING_ACTIVE.set(1 if last is not None and last.state == RunState.RUNNING else 0)
+    for run in store.runs(limit=20, states=FINISHED):
         gate = run.report.get("gate")
         if gate:
             VALIDATION_ACCURACY.labels(model="in_service").set(gate["current_accuracy"])

@@ -20,7 +20,7 @@ from pathlib import Path
 from training.backends import open_store
 from training.job_settings import JobSettings
 from training.settings import CoreSettings, SettingsError, load_settings
-from training.store import NewSample
+from training.store import NewSample, RunState
 
 LABEL_COLUMNS = ("label", "category", "intent")
 CHUNK = 1_000
@@ -118,7 +118,7 @@ def run_training(args, settings) -> int:
     finally:
         job.store.close()
     print(json.dumps(asdict(run), ensure_ascii=False))
-    return 1 if run.state == "failed" else 0
+    return 1 if run.state == RunState.FAILED else 0
 
 
 def list_runs(args, settings) -> int:

@@ -13,7 +13,7 @@ from functools import partial
 from training.locks import file_lock
 from training.registry import AdapterStore, open_registry
 from training.settings import CoreSettings
-from training.store import FeedbackStore, SQLiteFeedbackStore
+from training.store import FeedbackStore, PredictionStore, SQLiteFeedbackStore
 
 LOCK_FILE = "train.lock"
 
@@ -23,7 +23,7 @@ class Backends:
     """What every deployable shares; `predictions` may be the same object as `store`."""
 
     store: FeedbackStore  # corrections and training runs
-    predictions: FeedbackStore  # the log of served predictions
+    predictions: PredictionStore  # the log of served predictions
     registry: AdapterStore
     run_lock: Callable[[], AbstractContextManager[None]]  # raises TrainingBusy when held
 

@@ -30,7 +30,7 @@ from training.model import base_model_id
 from training.predictor import Predictor, resolve_device, zero_shot_predictor
 from training.registry import BASE, RegistryError
 from training.schedule import due, pending_samples
-from training.store import TrainingRun
+from training.store import RunState, TrainingRun
 from training.trainer import Trainer
 from training.validation import accuracy, decide, lacking_evidence
 
@@ -104,7 +104,8 @@ class TrainingJob:
             )
         except Exception as exc:  # recorded, and the service keeps serving CURRENT
             log.exception("training run %d failed", run_id)
-            state, reason, candidate, report = "failed", f"{type(exc).__name__}: {exc}", None, {}
+            reason = f"{type(exc).__name__}: {exc}"
+            state, candidate, report = RunState.FAILED, None, {}
         report["duration_s"] = round(time.time() - started, 3)
         self.store.finish_run(
             run_id, state=state, reason=reason, candidate=candidate, report=report
@@ -125,10 +126,10 @@ class TrainingJob:
     def _train_and_gate(self, labels, train: Feedback, validation: Feedback, parent, cursor):
         settings = self.settings
         if not train.texts:
-            return "rejected", "no training samples yet", None, {}
+            return RunState.REJECTED, "no training samples yet", None, {}
         # The gate could not promote on this evidence: don't spend the training on it.
         if lacking := lacking_evidence(len(validation.texts), settings.min_validation_samples):
-            return "rejected", lacking, None, {}
+            return RunState.REJECTED, lacking, None, {}
         device = self._claim_device()
         warm = self._warm_model(labels, parent, device)
         predictor = warm.predictor
@@ -151,10 +152,10 @@ class TrainingJob:
             "device": str(device),
         }
         if not gate.promote:
-            return "rejected", gate.reason, None, report
+            return RunState.REJECTED, gate.reason, None, report
         report["data_cursor"] = cursor
         version = self._publish(warm, names, parent, report, train, validation)
-        return "promoted", gate.reason, version, report
+        return RunState.PROMOTED, gate.reason, version, report
 
     def _claim_device(self) -> torch.device:
         """The training device, with this process's share of it set."""

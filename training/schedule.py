@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from training.store import FeedbackStore
+from training.store import FeedbackStore, RunState
 
-FINISHED = ("promoted", "rejected")  # runs that got as far as training on their data
+FINISHED = (RunState.PROMOTED, RunState.REJECTED)  # runs that got as far as training on their data
 
 
 def training_cursor(store: FeedbackStore) -> int:
@@ -31,7 +31,7 @@ def due(
     """Why a run should start now ("samples" or "interval"), or None."""
     now = time.time() if now is None else now
     last = store.last_run()
-    backing_off = last and last.state == "failed" and last.finished_at
+    backing_off = last and last.state == RunState.FAILED and last.finished_at
     if backing_off and now - last.finished_at < failure_backoff_s:
         return None
     cursor = training_cursor(store)

@@ -137,6 +137,16 @@ def fit_head(
         optimizer.step()
 
 
+def planned_steps(config: TrainConfig, per_epoch: int) -> int:
+    """LoRA steps for a data set of `per_epoch` batches, within the configured bounds.
+
+    Small data sets need more passes than large ones: 20 examples a label learn best in
+    ~8 epochs, 10,000 samples in 3, hence the floor of `min_steps`.
+    """
+    total = max(math.ceil(per_epoch * config.epochs), config.min_steps)
+    return min(total, config.max_steps) if config.max_steps else total
+
+
 class Trainer:
     """Trains a TextClassifier whose encoder already carries a trainable LoRA adapter."""
 
@@ -206,11 +216,7 @@ class Trainer:
         )["input_ids"]
         lengths = [len(ids) for ids in encoded]
         per_epoch = math.ceil(len(encoded) / config.batch_size)
-        # Small data sets need more passes than large ones: 20 examples a label learn
-        # best in ~8 epochs, 10,000 samples in 3.
-        total = max(math.ceil(per_epoch * config.epochs), config.min_steps)
-        if config.max_steps:
-            total = min(total, config.max_steps)
+        total = planned_steps(config, per_epoch)
         optimizer, scheduler = self._optimizer(total)
         rng = random.Random(config.seed)
         deadline = time.perf_counter() + config.max_seconds if config.max_seconds else math.inf
