@@ -1,8 +1,8 @@
 """Operator endpoints: status, adapter history, activation (rollback / roll forward).
 
 GET routes are a small Starlette app mounted on the BentoML service (BentoML's own
-APIs are POST); they reach the worker's service instance through
-`bentoml.get_current_service()`.
+APIs are POST), built from the route table (service/routes.py); they reach the worker's
+service instance through `bentoml.get_current_service()`.
 """
 
 from __future__ import annotations
@@ -12,63 +12,66 @@ from dataclasses import asdict
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.errors import error_response
+from service.routes import ROUTES
+from service.schemas import Activated, AdapterOut, StatusOut
 from service.swap import worker_states
 from training.adapters import check_compatible
 from training.registry import BASE, AdapterStore, InvalidVersion, RegistryError, UnknownVersion
 from training.schedule import pending_samples
 
 
-def adapter_history(registry: AdapterStore) -> list[dict]:
+def adapter_history(registry: AdapterStore) -> list[AdapterOut]:
     """Every published version, newest first, with its evidence and whether it is active."""
     history = []
     for adapter, active in registry.history():
         manifest = adapter.manifest
         metrics = manifest.get("metrics", {})
         history.append(
-            {
-                "version": adapter.version,
-                "active": active,
-                "parent": manifest.get("parent"),
-                "created_at": manifest.get("created_at"),
-                "metrics": metrics,
-                "train_samples": metrics.get("train_samples"),
-                "validation_samples": metrics.get("validation_samples"),
-                "data_cursor": manifest.get("data_cursor"),
-                "device": manifest.get("device"),
-                "base_model": manifest.get("base_model", {}).get("id"),
-            }
+            AdapterOut(
+                version=adapter.version,
+                active=active,
+                parent=manifest.get("parent"),
+                created_at=manifest.get("created_at"),
+                metrics=metrics,
+                train_samples=metrics.get("train_samples"),
+                validation_samples=metrics.get("validation_samples"),
+                data_cursor=manifest.get("data_cursor"),
+                device=manifest.get("device"),
+                base_model=manifest.get("base_model", {}).get("id"),
+            )
         )
     return history
 
 
-def status(service) -> dict:
+def status(service) -> StatusOut:
     """Base model, labels, the adapter each worker serves, pending samples, last run."""
     store = service.store
     last = store.last_run()
-    serving = service.serving
-    return {
-        "base_model": service.base_model_id,
-        "labels": [label.name for label in service.labels],
-        "ready": serving is not None,
-        "active_adapter": service.registry.current() or BASE,
-        "workers": worker_states(service.workers_dir),
-        "pending_samples": pending_samples(store),
-        "samples": store.count_samples(),
-        "last_training_run": asdict(last) if last else None,
-    }
+    return StatusOut(
+        base_model=service.base_model_id,
+        labels=[label.name for label in service.labels],
+        ready=service.serving is not None,
+        active_adapter=service.registry.current() or BASE,
+        workers=worker_states(service.workers_dir),
+        pending_samples=pending_samples(store),
+        samples=store.count_samples(),
+        last_training_run=asdict(last) if last else None,
+    )
 
 
-def activate(service, version: str) -> JSONResponse:
+def activate(service, version: str) -> Activated | Response:
     """Point CURRENT at `version` ("base" = no adapter); workers follow within a second."""
     registry = service.registry
     if version == BASE:
         registry.deactivate()
-        return JSONResponse({"active": BASE})
+        return Activated(active=BASE)
     if service.serving is None:
-        return error(503, "version", "the model is not loaded yet; see /readyz")
+        reason = "the model is not loaded yet; see /readyz"
+        return error_response(503, reason, ["version"], "not_ready")
     try:
         adapter = registry.get(version)
         check_compatible(
@@ -76,28 +79,31 @@ def activate(service, version: str) -> JSONResponse:
         )
         registry.activate(version)
     except UnknownVersion as exc:
-        return error(404, "version", str(exc))
+        return error_response(404, str(exc), ["version"], "unknown_version")
     except InvalidVersion as exc:
-        return error(400, "version", str(exc))
+        return error_response(400, str(exc), ["version"], "invalid_version")
     except RegistryError as exc:  # unsafe files, or trained on another base model
-        return error(409, "version", str(exc))
-    return JSONResponse({"active": version})
-
-
-def error(status_code: int, field: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": message, "detail": [{"loc": [field], "msg": message}]}, status_code=status_code
-    )
+        return error_response(409, str(exc), ["version"], "adapter_refused")
+    return Activated(active=version)
 
 
 async def _status(request: Request) -> JSONResponse:
-    return JSONResponse(status(bentoml.get_current_service()))
+    """GET /status."""
+    return JSONResponse(status(bentoml.get_current_service()).model_dump(mode="json"))
 
 
 async def _adapters(request: Request) -> JSONResponse:
-    return JSONResponse(adapter_history(bentoml.get_current_service().registry))
+    """GET /adapters."""
+    history = adapter_history(bentoml.get_current_service().registry)
+    return JSONResponse([adapter.model_dump(mode="json") for adapter in history])
 
 
+HANDLERS = {"/status": _status, "/adapters": _adapters}
+# A mounted route in the table without a handler here fails at import, not at a request.
 routes = Starlette(
-    routes=[Route("/status", _status, methods=["GET"]), Route("/adapters", _adapters)]
+    routes=[
+        Route(r.path, HANDLERS[r.path], methods=[r.method])
+        for r in ROUTES
+        if r.served_by == "mounted"
+    ]
 )

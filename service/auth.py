@@ -10,38 +10,28 @@ import hashlib
 import hmac
 import logging
 
-from service.limits import send_error
-from service.metrics import METRICS_PATH
+from service.errors import send_error
+from service.routes import ADMIN, METRICS, OPEN, OPEN_PREFIXES, SCOPES, route_path
 from service.settings import TOKEN_SCOPES
 
 # Its own level: the middleware is built before the service instance sets up logging,
 # and BentoML passes only warnings of loggers it does not know to its handler.
 log = logging.getLogger("livetune.auth")
 log.setLevel(logging.INFO)
-PREDICT, FEEDBACK, ADMIN = TOKEN_SCOPES
 ANY = "any"  # any valid token: /metrics with LIVETUNE_METRICS_AUTH=true
-ROUTE_SCOPES = {
-    "/predict": PREDICT,
-    "/feedback": FEEDBACK,
-    "/train": ADMIN,
-    "/adapters/activate": ADMIN,
-    "/status": ADMIN,
-    "/adapters": ADMIN,
-}
-# Probes (orchestrators call them bare) and BentoML's docs pages: no secrets there.
-OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/", "/docs.json", "/schema.json"})
-OPEN_PREFIXES = ("/static_content/", "/assets/")
 REALM = 'Bearer realm="livetune"'
 
 
 def required_scope(path: str, metrics_auth: bool = False) -> str | None:
-    """The scope a request to `path` needs, None if open. Any other path needs admin, so a
-    route added later is closed until mapped, and no client learns which paths exist."""
-    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+    """The scope a request to `path` needs (service/routes.py), None if open. Any other path
+    needs admin, so a route added later is closed until declared, and no client learns which
+    paths exist."""
+    if path.startswith(OPEN_PREFIXES):
         return None
-    if path == METRICS_PATH:
+    scope = SCOPES.get(path, ADMIN)
+    if scope == METRICS:
         return ANY if metrics_auth else None
-    return ROUTE_SCOPES.get(path, ADMIN)
+    return None if scope == OPEN else scope
 
 
 def allows(granted: set[str], needed: str) -> bool:
@@ -79,7 +69,7 @@ class BearerAuth:
             return await send({"type": "websocket.close", "code": 1008})
         status, kind, message, challenge = refusal(token, granted, needed)
         www = [(b"www-authenticate", challenge.encode())]
-        await send_error(send, status, ["header", "authorization"], kind, message, www)
+        await send_error(send, status, message, ["header", "authorization"], kind, www)
 
     def scopes_of(self, token: bytes) -> set[str]:
         """Scopes of the token; every configured digest is compared, no early exit."""
@@ -111,14 +101,6 @@ def is_preflight(scope) -> bool:
         return False
     names = {name for name, _ in scope["headers"]}
     return b"origin" in names and b"access-control-request-method" in names
-
-
-def route_path(scope) -> str:
-    """The path the router matches: without the root path, as Starlette strips it."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and path.startswith(root + "/"):
-        return path[len(root) :]
-    return path
 
 
 def bearer_token(headers) -> bytes | None:

@@ -1,8 +1,13 @@
-"""Request-body limits BentoML lacks: a size limit, and JSON only."""
+"""Request gates BentoML lacks: a body size limit, JSON bodies only, and a loaded model."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+
+import anyio
+
+from service.errors import send_error
+from service.routes import route_path
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 # BentoML parses these as forms; a malformed multipart body then surfaces as a 500.
@@ -53,7 +58,7 @@ class BodySizeLimit:
 
     async def _refuse(self, send):
         reason = f"request body is larger than {self.max_bytes} bytes"
-        await send_error(send, 413, ["body"], "too_large", reason)
+        await send_error(send, 413, reason, ["body"], "too_large")
 
 
 class JSONBodies:
@@ -68,23 +73,35 @@ class JSONBodies:
             if content_type.startswith(FORM_TYPES):
                 reason = "the body must be JSON: send `content-type: application/json`"
                 loc = ["header", "content-type"]
-                return await send_error(send, 415, loc, "unsupported_media_type", reason)
+                return await send_error(send, 415, reason, loc, "unsupported_media_type")
         await self.app(scope, receive, send)
 
 
-async def send_error(send, status: int, loc: list, kind: str, message: str, headers=()) -> None:
-    """A JSON error answer naming the field (`loc`) and the reason, as every 4xx here does."""
-    detail = [{"loc": loc, "msg": message, "type": kind}]
-    payload = json.dumps({"error": message, "detail": detail}).encode()
-    await send_json(send, status, payload, headers)
+class ModelGate:
+    """Pure ASGI middleware: a route that needs the model answers 503, in our error shape,
+    while the model is not loaded.
 
+    The check cannot live in /predict's handler: a batched handler cannot return a response
+    of its own, and BentoML answers any 5xx raised in it with a generic "unexpected error".
+    `is_ready(timeout)` says whether the model is loaded, waiting up to `timeout` seconds.
+    """
 
-async def send_json(send, status: int, payload: bytes, headers=()) -> None:
-    """Answer with a JSON body from a pure ASGI middleware."""
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    def __init__(
+        self, app, paths: frozenset[str], is_ready: Callable[[float], bool], wait_s: float
+    ):
+        self.app = app
+        self.paths = paths
+        self.is_ready = is_ready
+        self.wait_s = wait_s
+
+    async def __call__(self, scope, receive, send):
+        # Ready is checked without waiting first: once loaded, no thread hop per request.
+        if (
+            scope["type"] == "http"
+            and route_path(scope) in self.paths
+            and not self.is_ready(0)
+            and not await anyio.to_thread.run_sync(self.is_ready, self.wait_s)
+        ):
+            reason = "the model is not loaded yet; see /readyz"
+            return await send_error(send, 503, reason, [], "not_ready")
+        await self.app(scope, receive, send)

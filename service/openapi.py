@@ -1,20 +1,26 @@
 """/docs.json: BentoML's OpenAPI document, completed with what livetune really answers.
 
 BentoML documents every error body as `{"error": str, "detail": str}`, but its own
-validation errors (and ours) carry a list in `detail`; it does not know the statuses
-our code and middleware send (202, 401, 403, 409, 413, 415, 503), the token scopes,
-nor the GET routes mounted from service/admin.py. Clients, the docs page and the fuzz
-test (tests/test_fuzz.py) read this document, so it has to be true.
+validation errors (and ours, service/errors.py) carry a list in `detail`; it does not know
+the statuses our code and middleware send (202, 401, 403, 409, 413, 415, 503), the token
+scopes, nor the GET routes mounted from service/admin.py. All of that comes from the route
+table (service/routes.py). Clients, the docs page and the fuzz test (tests/test_fuzz.py)
+read this document, so it has to be true.
 """
 
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
+
+from pydantic import TypeAdapter
 
 from service.auth import ADMIN, ANY, required_scope
-from service.limits import send_json
+from service.errors import send_json
+from service.routes import ROUTES, Route, find
 
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
+SCHEMAS = "#/components/schemas/"
+ERROR_REF = {"$ref": SCHEMAS + "Error"}
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -49,67 +55,65 @@ ERRORS = {
     500: "A bug: please report it with the server log.",
     503: "The model is not loaded yet (see /readyz), or the batching queue is full.",
 }
-# Statuses each operation may send beyond 200, 400 and 500.
-STATUSES = {
-    ("post", "/predict"): (413, 415, 503),
-    ("post", "/feedback"): (413, 415, 503),
-    ("post", "/train"): (409, 413, 415),
-    ("post", "/adapters/activate"): (404, 409, 413, 415, 503),
-}
-PROBES = ("/livez", "/healthz", "/readyz")
 
 
 def json_body(description: str, schema: dict) -> dict:
+    """An OpenAPI response with a JSON body of `schema`."""
     return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-# The GET routes of service/admin.py: (description, answer schema).
-OPERATOR_ROUTES = {
-    "/status": (
-        "Base model, labels, the adapter each worker serves, pending samples, last run.",
-        {"type": "object", "required": ["base_model", "labels", "ready", "active_adapter"]},
-    ),
-    "/adapters": (
-        "Every adapter version, newest first: metrics, parent, data size, created, active.",
-        {"type": "array", "items": {"type": "object", "required": ["version", "active"]}},
-    ),
-}
-# Answers BentoML cannot infer from a handler that returns a JSONResponse.
-ANSWERS = {
-    "/train": ("202", json_body("Run accepted.", {"type": "object", "required": ["accepted"]})),
-    "/adapters/activate": (
-        "200",
-        json_body("Now active.", {"type": "object", "required": ["active"]}),
-    ),
-}
 
 
 def amend(spec: dict, secured: bool, metrics_auth: bool = False) -> dict:
     """BentoML's spec (as `asdict()` gives it) with true error bodies, statuses and scopes."""
     spec = json.loads(json.dumps(spec))  # a copy, with status keys as strings, as JSON has them
-    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR
     paths = spec["paths"]
-    for path, (description, schema) in OPERATOR_ROUTES.items():
-        answer = json_body(description, schema)
-        paths[path] = {"get": {"description": description, "responses": {"200": answer}}}
-    for path, (status, answer) in ANSWERS.items():
-        responses = paths[path]["post"]["responses"]
-        responses.pop("200", None)
-        responses[status] = answer
+    for route in ROUTES:
+        if route.served_by == "mounted":
+            paths[route.path] = {route.method.lower(): mounted_operation(route, schemas)}
     for path, item in paths.items():
         for method, operation in item.items():
-            responses = operation["responses"]
-            for status in [*responses, *STATUSES.get((method, path), ())]:
-                if int(status) in ERRORS:
-                    responses[str(status)] = json_body(ERRORS[int(status)], ERROR_REF)
-            if path in PROBES:  # Starlette's plain-text 503
-                responses["503"] = {"description": "Not alive, or not ready yet."}
+            route = find(method, path)
+            if route is not None:
+                document(route, operation)
+            _error_bodies(operation, route)
             if secured:
                 _secure(path, operation, metrics_auth)
     if secured:
         scheme = {"type": "http", "scheme": "bearer", "description": "LIVETUNE_TOKENS_*"}
         spec["components"]["securitySchemes"] = {"bearer": scheme}
     return spec
+
+
+def mounted_operation(route: Route, schemas: dict) -> dict:
+    """The operation of a route BentoML does not know: its answer's schema from its type."""
+    schema = TypeAdapter(route.answer).json_schema(ref_template=SCHEMAS + "{model}")
+    schemas.update(schema.pop("$defs", {}))
+    return {"description": route.summary, "responses": {"200": json_body(route.summary, schema)}}
+
+
+def document(route: Route, operation: dict) -> None:
+    """The table's summary, success status and further statuses, on one operation."""
+    operation["summary"] = route.summary
+    responses = operation["responses"]
+    if route.ok != 200 and "200" in responses:  # BentoML says 200 of every typed answer
+        answer = responses.pop("200")
+        responses[str(route.ok)] = {**answer, "description": HTTPStatus(route.ok).phrase}
+    for status in route.answers:
+        if route.served_by == "bentoml":  # e.g. a probe's 503: BentoML's plain text
+            responses[str(status)] = {"description": f"{HTTPStatus(status).phrase} (plain text)"}
+        else:
+            responses[str(status)] = json_body(ERRORS[status], ERROR_REF)
+
+
+def _error_bodies(operation: dict, route: Route | None) -> None:
+    """Our error body for every error status BentoML documents with its own."""
+    if route is not None and route.served_by == "bentoml":
+        return
+    responses = operation["responses"]
+    for status in list(responses):
+        if int(status) in ERRORS:
+            responses[status] = json_body(ERRORS[int(status)], ERROR_REF)
 
 
 def _secure(path: str, operation: dict, metrics_auth: bool) -> None:

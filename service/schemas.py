@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from bentoml.validators import ContentType
 from pydantic import (
@@ -13,6 +13,8 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from training.store import RunState
 
 
 def _not_blank(text: str) -> str:
@@ -104,3 +106,72 @@ class FeedbackOut(BaseModel):
     duplicates: int = Field(
         description="Samples already stored (replayed id or same text and label)."
     )
+
+
+class TrainAccepted(BaseModel):
+    """What /train answers (202): a run starts now."""
+
+    accepted: Literal[True] = Field(description="A training run was started.")
+
+
+class Activated(BaseModel):
+    """What /adapters/activate answers: the version CURRENT now names."""
+
+    active: str = Field(description='The active version ("base" = no adapter).')
+
+
+class WorkerState(BaseModel):
+    """One serving worker, as its state file says (service/swap.py `SwapState`)."""
+
+    pid: int
+    adapter: str = Field(description="The version this worker serves.")
+    since: float = Field(description="When it started serving it (Unix time).")
+    swaps: int
+    failed_swaps: int = Field(description="Versions it refused to load; it kept serving.")
+    last_error: str | None = Field(description="Why the last refused version failed.")
+    last_swap_s: float | None = Field(description="How long the last swap took.")
+
+
+class TrainingRunOut(BaseModel):
+    """One training run (training/store `TrainingRun`)."""
+
+    id: int
+    trigger: str = Field(description='"samples", "interval" or "manual".')
+    state: RunState
+    reason: str | None = Field(description="Why it was rejected or failed.")
+    started_at: float
+    finished_at: float | None
+    parent: str | None = Field(description="The adapter in service when it started.")
+    candidate: str | None = Field(description="The version it produced, if it got that far.")
+    data_cursor: int = Field(description="Highest sample id it could see.")
+    train_samples: int
+    validation_samples: int
+    report: dict = Field(description="Metrics, timings and hyper-parameters.")
+
+
+class StatusOut(BaseModel):
+    """What GET /status answers."""
+
+    base_model: str
+    labels: list[str]
+    ready: bool = Field(description="Whether the worker that answered has its model loaded.")
+    active_adapter: str = Field(description='The version CURRENT names ("base" = none).')
+    workers: list[WorkerState] = Field(description="Every live serving worker.")
+    pending_samples: int = Field(description="Corrections the last finished run did not see.")
+    samples: int = Field(description="Corrections stored.")
+    last_training_run: TrainingRunOut | None
+
+
+class AdapterOut(BaseModel):
+    """One adapter version in GET /adapters, with the evidence it was promoted on."""
+
+    version: str
+    active: bool
+    parent: str | None = Field(description="The version it was trained on top of.")
+    created_at: float | None
+    metrics: dict = Field(description="Validation accuracy, its parent's, sample counts.")
+    train_samples: int | None
+    validation_samples: int | None
+    data_cursor: int | None = Field(description="Highest sample id it was trained on.")
+    device: str | None
+    base_model: str | None

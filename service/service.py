@@ -10,20 +10,23 @@ import uuid
 import bentoml
 import torch
 from bentoml.exceptions import ServiceUnavailable
-from starlette.responses import JSONResponse
 
 from service import admin, metrics
 from service.auth import BearerAuth
+from service.errors import error_response
 from service.feedback import resolve_samples
-from service.limits import BodySizeLimit, JSONBodies
+from service.limits import BodySizeLimit, JSONBodies, ModelGate
 from service.logs import use_bentoml_logging
 from service.openapi import OpenAPIDocs
 from service.prediction_log import PredictionLog
+from service.routes import NEEDS_MODEL
 from service.schemas import (
+    Activated,
     FeedbackOut,
     LabelScore,
     PredictionOut,
     Predictions,
+    TrainAccepted,
     feedback_types,
     texts_type,
 )
@@ -135,7 +138,7 @@ class Livetune:
         resolved, errors = resolve_samples(samples, self.label_names, self.store)
         if errors:
             message = f"{len(errors)} invalid sample(s); nothing was stored"
-            return JSONResponse({"error": message, "detail": errors}, status_code=400)
+            return error_response(400, message, items=errors)
         result = self.store.add_samples(resolved)
         metrics.record_feedback(resolved, result.new)
         return FeedbackOut(
@@ -143,19 +146,21 @@ class Livetune:
         )
 
     @bentoml.api(route="/train")
-    def train(self) -> dict:
-        """Start a training run now; 409 if one is already running."""
+    def train(self, ctx: bentoml.Context) -> TrainAccepted:
+        """Start a training run now (202); 409 if one is already running or the trainer is off."""
         if self.trainer is None:
-            return JSONResponse(
-                {"error": "the trainer is disabled (LIVETUNE_TRAINER=false)"}, status_code=409
-            )
-        answer = self.trainer.train()
-        if answer["already_running"]:
-            return JSONResponse({"error": "a training run is already in progress"}, 409)
-        return JSONResponse({"accepted": True}, status_code=202)
+            message, kind = "the trainer is disabled (LIVETUNE_TRAINER=false)", "trainer_disabled"
+        elif self.trainer.train()["already_running"]:
+            message, kind = "a training run is already in progress", "training_in_progress"
+        else:
+            ctx.response.status_code = 202
+            return TrainAccepted(accepted=True)
+        # A handler that takes ctx gets ctx's status, even on a Response it returns.
+        ctx.response.status_code = 409
+        return error_response(409, message, kind=kind)
 
     @bentoml.api(route="/adapters/activate")
-    def activate(self, version: str) -> dict:
+    def activate(self, version: str) -> Activated:
         """Make `version` the active adapter ("base" = none): rollback or roll forward."""
         return admin.activate(self, version)
 
@@ -175,14 +180,20 @@ class Livetune:
             ]
         )
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the model is loaded, waiting up to `timeout` seconds for it."""
+        return self._loaded.wait(timeout) and self.serving is not None
+
     def _ready_serving(self) -> ServingModel:
-        self._loaded.wait(READY_WAIT_S)
-        if self.serving is None:
+        """The serving model. ModelGate answered 503 already if it is not loaded: this only
+        guards a call that did not pass through it."""
+        if not self.wait_ready(READY_WAIT_S):
             raise ServiceUnavailable("the model is not loaded yet; see /readyz")
         return self.serving
 
 
 def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
+    """One /predict answer item, with a fresh prediction id."""
     return PredictionOut(
         label=prediction.label,
         score=prediction.score,
@@ -190,6 +201,11 @@ def encode_prediction(prediction: Prediction, adapter: str) -> PredictionOut:
         prediction_id=uuid.uuid4().hex,
         adapter=adapter,
     )
+
+
+def model_ready(timeout: float) -> bool:
+    """Whether this worker's model is loaded, waiting up to `timeout` seconds (ModelGate)."""
+    return bentoml.get_current_service().wait_ready(timeout)
 
 
 # Outermost first: refuse a request without the right token before buffering its body.
@@ -201,4 +217,7 @@ Livetune.add_asgi_middleware(
 Livetune.add_asgi_middleware(JSONBodies)
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 Livetune.add_asgi_middleware(metrics.RefreshOnScrape, online_window=settings.online_accuracy_window)
+Livetune.add_asgi_middleware(
+    ModelGate, paths=NEEDS_MODEL, is_ready=model_ready, wait_s=READY_WAIT_S
+)
 Livetune.mount_asgi_app(admin.routes, path="/")

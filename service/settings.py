@@ -25,43 +25,79 @@ def worker_threads(workers: int, threads: int = 0) -> int:
 class ServiceSettings(CoreSettings):
     """What `bentoml serve` reads on top of the core settings."""
 
-    max_feedback_samples: int = Field(1_000, ge=1, le=100_000, description="Samples per /feedback.")
+    max_feedback_samples: int = Field(
+        1_000, ge=1, le=100_000, description="Samples per /feedback call."
+    )
     log_predictions: bool = Field(
         True, description="Remember served predictions so feedback can cite a prediction_id."
     )
     max_texts_per_request: int = Field(64, ge=1, le=10_000, description="Texts per /predict call.")
-    max_body_bytes: int = Field(1 << 20, ge=1_024, description="Largest request body (413 above).")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1_024, description="Largest request body in bytes; larger is 413."
+    )
     top_k: int = Field(5, ge=1, le=100, description="Alternatives returned in `top`.")
-    max_batch_size: int = Field(128, ge=1, le=4_096, description="Texts per adaptive batch.")
+    max_batch_size: int = Field(
+        128, ge=1, le=4_096, description="Texts per adaptive batch (BentoML's max_batch_size)."
+    )
     max_latency_ms: int = Field(
-        10_000, ge=10, description="Batching queue deadline; requests waiting longer get 503."
+        10_000, ge=10, description="Adaptive-batching queue deadline; queued longer = 503."
     )
     inference_batch_size: int = Field(
-        0, ge=0, le=4_096, description="Rows per forward pass; 0 = 16 on CPU, 64 on CUDA."
+        0,
+        ge=0,
+        le=4_096,
+        description="Rows per forward pass; 0 = 16 on CPU (faster per text there), 64 on CUDA.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
-    workers: int = Field(1, ge=1, le=64, description="BentoML worker processes for the API.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; cuda without a GPU is refused at start."
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "BentoML worker processes for the API: one per core has the highest CPU"
+            " throughput, one the lowest latency at light load."
+        ),
+    )
     access_log: bool = Field(True, description="BentoML's per-request access log line.")
     threads: int = Field(
         0, ge=0, le=256, description="Torch threads per worker; 0 = cores/workers."
     )
     # Bearer tokens: comma-separated, each a plain token or `sha256:<hex>` of one. None
     # anywhere = the API is open; any one set = every scope needs a token.
-    tokens_predict: SecretStr = Field(SecretStr(""), description="Tokens that may call /predict.")
-    tokens_feedback: SecretStr = Field(SecretStr(""), description="Tokens that may call /feedback.")
-    tokens_admin: SecretStr = Field(
-        SecretStr(""), description="Tokens for the operator endpoints; they pass every scope."
+    tokens_predict: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer tokens for POST /predict: comma-separated, plain or `sha256:<hex>`.",
     )
-    metrics_auth: bool = Field(False, description="/metrics needs a token (any scope).")
+    tokens_feedback: SecretStr = Field(
+        SecretStr(""), description="Bearer tokens for POST /feedback (same format)."
+    )
+    tokens_admin: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Bearer tokens for the operator endpoints; they pass every scope."
+            " No token in any of the three lists = the API is open."
+        ),
+    )
+    metrics_auth: bool = Field(
+        False, description="true: /metrics needs a valid token of any scope; false: it is open."
+    )
     trainer: bool = Field(True, description="Run the Trainer service inside `bentoml serve`.")
     gpu_fraction: float = Field(
         0.5,
         gt=0,
         le=1,
-        description="GPU share BentoML gives each service on a GPU host (API and Trainer).",
+        description=(
+            "GPU share BentoML gives each of the API and Trainer services on a GPU host,"
+            " so both land on GPU 0 of a one-GPU machine."
+        ),
     )
     online_accuracy_window: int = Field(
-        500, ge=1, le=1_000_000, description="Recent corrections behind the online-accuracy metric."
+        500,
+        ge=1,
+        le=1_000_000,
+        description="Recent corrections behind the livetune_online_accuracy metric.",
     )
 
     @field_validator("tokens_predict", "tokens_feedback", "tokens_admin")

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from benchmarks.harness.server import running_server, wait_until
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from benchmarks.harness.server import running_server, wait_until
 from training.registry import AdapterRegistry
 
 pytestmark = pytest.mark.integration
@@ -100,8 +100,10 @@ def test_rollback_to_base_and_refusals(served):
     unknown = httpx.post(f"{base}/adapters/activate", json={"version": "v9999-20990101T000000"})
     assert unknown.status_code == 404
     assert unknown.json()["detail"][0]["loc"] == ["version"]
+    assert unknown.json()["detail"][0]["type"] == "unknown_version"
     traversal = httpx.post(f"{base}/adapters/activate", json={"version": "../../etc"})
     assert traversal.status_code == 400
+    assert traversal.json()["detail"][0]["type"] == "invalid_version"
     assert registry.current() is None
 
 

@@ -18,11 +18,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.auth import ADMIN, ANY, BearerAuth, required_scope
-from tests.factories import TOY_LABELS, publish_adapter
 from benchmarks.harness.server import running_server
-from training.registry import AdapterRegistry
+from service.auth import ADMIN, ANY, BearerAuth, required_scope
+from service.routes import METRICS, OPEN, ROUTES
 from service.settings import ServiceSettings
+from tests.factories import TOY_LABELS, publish_adapter
+from training.registry import AdapterRegistry
 from training.settings import SettingsError, load_settings
 
 PREDICT_TOKEN = "predict-token-5JqF0wKc3nQx"
@@ -67,7 +68,13 @@ ENDPOINTS = [
     ("GET", "/adapters", None, "admin", 200),
 ]
 WRONG_SCOPE = {"predict": "feedback", "feedback": "predict", "admin": "predict"}
-OPEN = ["/livez", "/readyz", "/healthz", "/docs.json", "/", "/metrics"]
+OPEN_ROUTES = [r.path for r in ROUTES if r.scope in (OPEN, METRICS)]
+
+
+def test_the_endpoint_list_is_the_route_table():
+    declared = {(r.method, r.path): r.scope for r in ROUTES if r.served_by != "bentoml"}
+    assert {(method, path): scope for method, path, _, scope, _ in ENDPOINTS} == declared
+    assert {"/livez", "/readyz", "/healthz", "/docs.json", "/", "/metrics"} <= set(OPEN_ROUTES)
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -128,7 +135,7 @@ def test_every_endpoint_by_token(served, method, path, body, scope, answer, case
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("path", OPEN)
+@pytest.mark.parametrize("path", OPEN_ROUTES)
 def test_probes_docs_and_metrics_are_open(served, path):
     assert served.get(path).status_code == 200
 
@@ -138,6 +145,17 @@ def test_unknown_paths_are_closed_until_mapped(served):
     assert served.get("/nothing-here").status_code == 401
     assert served.get("/nothing-here", headers=bearer(PREDICT_TOKEN)).status_code == 403
     assert served.get("/nothing-here", headers=bearer(ADMIN_TOKEN)).status_code == 404
+
+
+@pytest.mark.integration
+def test_train_with_the_trainer_off_is_a_409_in_the_error_shape(served):
+    answer = served.post("/train", headers=bearer(ADMIN_TOKEN))
+    assert answer.status_code == 409
+    message = "the trainer is disabled (LIVETUNE_TRAINER=false)"
+    assert answer.json() == {
+        "error": message,
+        "detail": [{"loc": [], "msg": message, "type": "trainer_disabled"}],
+    }
 
 
 @pytest.mark.integration
@@ -206,6 +224,7 @@ def test_activate_refuses_path_traversal(served, version):
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["detail"][0]["loc"] == ["version"]
+    assert answer.json()["detail"][0]["type"] == "invalid_version"
     assert served.registry.current() == before
 
 
@@ -218,6 +237,12 @@ def test_a_version_linked_out_of_the_data_dir_is_refused(served, tiny_model_dir,
     answer = served.post("/adapters/activate", json={"version": name}, headers=bearer(ADMIN_TOKEN))
     assert answer.status_code == 409
     assert "symlink" in answer.json()["error"]
+    [error] = answer.json()["detail"]
+    assert (error["loc"], error["type"], error["msg"]) == (
+        ["version"],
+        "adapter_refused",
+        answer.json()["error"],
+    )
     assert served.registry.current() is None
     listed = served.get("/adapters", headers=bearer(ADMIN_TOKEN)).json()
     assert name not in [a["version"] for a in listed]
@@ -319,36 +344,37 @@ def digests(**tokens) -> dict[str, frozenset[str]]:
     return load_settings(ServiceSettings, require_labels=False, **tokens).token_digests()
 
 
-@pytest.mark.parametrize(
-    ("path", "metrics_auth", "scope"),
-    [
-        ("/predict", False, "predict"),
-        ("/feedback", False, "feedback"),
-        ("/train", False, ADMIN),
-        ("/adapters/activate", False, ADMIN),
-        ("/status", False, ADMIN),
-        ("/adapters", False, ADMIN),
-        ("/metrics", False, None),
-        ("/metrics", True, ANY),
-        ("/livez", False, None),
-        ("/readyz", False, None),
-        ("/docs.json", False, None),
-        ("/static_content/swagger-ui.css", False, None),
-        ("/predict/", False, ADMIN),  # not the route: closed
-        ("/livez/../predict", False, ADMIN),
-        ("/somewhere-new", False, ADMIN),
-    ],
-)
+SCOPE_CASES = [
+    ("/predict", False, "predict"),
+    ("/feedback", False, "feedback"),
+    ("/train", False, ADMIN),
+    ("/adapters/activate", False, ADMIN),
+    ("/status", False, ADMIN),
+    ("/adapters", False, ADMIN),
+    ("/metrics", False, None),
+    ("/metrics", True, ANY),
+    ("/livez", False, None),
+    ("/readyz", False, None),
+    ("/healthz", False, None),
+    ("/docs.json", False, None),
+    ("/schema.json", False, None),
+    ("/", False, None),
+    ("/static_content/swagger-ui.css", False, None),
+    ("/predict/", False, ADMIN),  # not the route: closed
+    ("/livez/../predict", False, ADMIN),
+    ("/somewhere-new", False, ADMIN),
+]
+
+
+@pytest.mark.parametrize(("path", "metrics_auth", "scope"), SCOPE_CASES)
 def test_scope_map(path, metrics_auth, scope):
     assert required_scope(path, metrics_auth) == scope
 
 
-def test_every_published_route_is_mapped_or_deliberately_open(client):
-    # `client` is the in-process service (no tokens): its OpenAPI document lists every route.
-    paths = set(client.get("/docs.json").json()["paths"])
-    from service.auth import METRICS_PATH, OPEN_PATHS, ROUTE_SCOPES
-
-    assert paths - set(ROUTE_SCOPES) - OPEN_PATHS - {METRICS_PATH} == set()
+def test_the_scope_map_cases_cover_the_route_table():
+    # The route table (tests/test_routes.py checks it against the server) has no path
+    # that the explicit cases above leave out.
+    assert {r.path for r in ROUTES} <= {path for path, _, _ in SCOPE_CASES}
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.server import running_server
 from tests.conftest import LIMITS
 from tests.factories import TOY_LABELS
-from tests.server import running_server
 
 pytestmark = pytest.mark.integration
 ST = str(Path(sys.executable).parent / "st")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from tests.conftest import TOY_LABELS
+from tests.factories import publish_adapter
+from training.registry import AdapterRegistry
 
 
 def test_predict_answers_one_object_per_text(client):
@@ -90,3 +95,78 @@ def test_body_under_the_limit_in_chunks_still_works(client):
     )
     assert response.status_code == 200
     assert response.json()[0]["label"] in TOY_LABELS
+
+
+def refusal(message: str, loc: list, kind: str) -> dict:
+    """The error body every refusal of livetune's own has."""
+    return {"error": message, "detail": [{"loc": loc, "msg": message, "type": kind}]}
+
+
+@pytest.fixture
+def live():
+    """The in-process service instance behind `client`."""
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
+def test_activate_refusals_name_the_version(client, live, tmp_path, tiny_model_dir):
+    before = live.registry.current()
+    unknown = client.post("/adapters/activate", json={"version": "v9999-20990101T000000"})
+    assert unknown.status_code == 404
+    assert unknown.json() == refusal(unknown.json()["error"], ["version"], "unknown_version")
+    invalid = client.post("/adapters/activate", json={"version": "../../etc"})
+    assert invalid.status_code == 400
+    assert invalid.json() == refusal(invalid.json()["error"], ["version"], "invalid_version")
+    outside = AdapterRegistry(tmp_path / "elsewhere")
+    linked = live.registry.root / "v0900-20260101T000000"
+    linked.symlink_to(outside.root / publish_adapter(outside, tiny_model_dir, seed=5))
+    try:
+        refused = client.post("/adapters/activate", json={"version": linked.name})
+    finally:
+        linked.unlink()
+    assert refused.status_code == 409
+    assert refused.json() == refusal(refused.json()["error"], ["version"], "adapter_refused")
+    assert "symlink" in refused.json()["error"]
+    assert live.registry.current() == before
+
+
+def test_a_model_not_loaded_is_a_503_in_the_error_shape(client, live, monkeypatch):
+    monkeypatch.setattr(live, "serving", None)
+    message = "the model is not loaded yet; see /readyz"
+    predict = client.post("/predict", json={"texts": ["my card is lost"]})
+    assert (predict.status_code, predict.json()) == (503, refusal(message, [], "not_ready"))
+    activate = client.post("/adapters/activate", json={"version": "v0001-20260101T000000"})
+    assert activate.status_code == 503
+    assert activate.json() == refusal(message, ["version"], "not_ready")
+
+
+class Answer:
+    """A stand-in for bentoml.Context: the handler sets `response.status_code` on it."""
+
+    def __init__(self):
+        self.response = SimpleNamespace(status_code=200)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "status", "kind"),
+    [
+        (None, 409, "trainer_disabled"),
+        (SimpleNamespace(train=lambda: {"already_running": True}), 409, "training_in_progress"),
+        (SimpleNamespace(train=lambda: {"already_running": False}), 202, None),
+    ],
+    ids=["trainer off", "run in progress", "accepted"],
+)
+def test_train_answers_202_or_a_409_in_the_error_shape(client, trainer, status, kind):
+    from service.service import Livetune
+
+    ctx = Answer()
+    # The handler itself, on a stand-in instance: the in-process Trainer would renice
+    # and occupy this test process.
+    answer = Livetune.apis["train"].func(SimpleNamespace(trainer=trainer), ctx)
+    assert ctx.response.status_code == status  # BentoML answers with ctx's status
+    if kind is None:
+        assert answer.model_dump() == {"accepted": True}
+        return
+    body = json.loads(answer.body)
+    assert (answer.status_code, body) == (409, refusal(body["error"], [], kind))

@@ -31,17 +31,26 @@ class JobSettings(CoreSettings):
     )
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs.")
     train_threads: int = Field(
-        0, ge=0, le=256, description="Torch threads for training on CPU; 0 = all cores."
+        0, ge=0, le=256, description="Torch threads for training on CPU (a cap); 0 = all cores."
     )
     train_nice: int = Field(
-        19, ge=0, le=19, description="CPU niceness of the trainer: 19 = serving always first."
+        19,
+        ge=0,
+        le=19,
+        description="CPU niceness of the trainer: 19 = serving first, training takes what is left.",
     )
     train_gpu_memory_fraction: float = Field(
         0.5, gt=0, le=1, description="Share of GPU memory the trainer may use."
     )
     promotion_margin: float = Field(
-        0.0, ge=-1, le=1, description="Candidate must beat current validation accuracy by this."
+        0.0,
+        ge=-1,
+        le=1,
+        description=(
+            "A candidate must reach the current validation accuracy plus this"
+            " (a fraction: 0.01 = one point)."
+        ),
     )
     min_validation_samples: int = Field(
-        20, ge=0, description="Validation samples needed before any promotion."
+        20, ge=0, description="Validation samples needed to promote (with fewer, no training)."
     )

@@ -33,37 +33,58 @@ class CoreSettings(BaseSettings):
     )
 
     base_model: str = Field(
-        "", description="Local model folder or hub id; empty = the embedded all-MiniLM-L6-v2."
+        "",
+        description=(
+            "Local model folder or hub id; empty = the embedded all-MiniLM-L6-v2."
+            " A local folder never touches the network."
+        ),
     )
     labels: Annotated[list[Label] | None, NoDecode] = Field(
         None,
-        description='Label set inline: "a,b,c", a JSON list, or a JSON {name: description} map.',
+        description='Label set inline: `a,b,c`, a JSON list or a `{"name": "description"}` map.',
     )
     labels_file: Path | None = Field(
-        None, description="Label set file: JSON, or text with one `name[: description]` a line."
+        None,
+        description=(
+            "Label set file: JSON, or text with one `name[: description]` a line."
+            " Set this or `LIVETUNE_LABELS`, not both."
+        ),
     )
     label_template: str = Field(
         DEFAULT_TEMPLATE,
-        description="Text embedded to seed the head for labels without a description.",
+        description="Text embedded to seed the head for a label without a description.",
     )
-    data_dir: Path = Field(Path("livetune-data"), description="Where feedback and adapters live.")
+    data_dir: Path = Field(
+        Path("livetune-data"), description="Where feedback (SQLite) and adapters live."
+    )
     validation_percent: float = Field(
-        20.0, ge=0, le=90, description="Share of feedback texts held out for validation (by hash)."
+        20.0,
+        ge=0,
+        le=90,
+        description="Percent of feedback texts held out for validation (by hash), not trained on.",
     )
     max_text_chars: int = Field(
         2_000, ge=1, le=1_000_000, description="Characters per text (API and import)."
     )
-    max_tokens: int = Field(128, ge=8, le=8_192, description="Tokens kept per text (truncation).")
+    max_tokens: int = Field(
+        128, ge=8, le=8_192, description="Tokens kept per text, the rest cut (capped by the model)."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 where supported (CPU batches >= 8, CUDA), else fp32."
+        "auto",
+        description=(
+            "Inference precision (serving, the gate): auto = bf16 on CUDA (fp16 without bf16)"
+            " and, for batches of 8+, on CPUs with native bf16; else fp32."
+        ),
     )
     prediction_retention_count: int = Field(
-        1_000_000, ge=1, description="Predictions remembered for feedback by prediction_id."
+        1_000_000, ge=1, description="Most predictions remembered for feedback by prediction_id."
     )
     prediction_retention_hours: float = Field(
         168.0, gt=0, description="How long a prediction_id stays valid for feedback."
     )
-    keep_adapters: int = Field(20, ge=1, description="Adapter versions kept (plus the active one).")
+    keep_adapters: int = Field(
+        20, ge=1, description="Adapter versions kept (plus the active one); older ones are pruned."
+    )
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -38,30 +38,41 @@ class TrainConfig(BaseModel):
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: tuple[str, ...] = Field(
-        BERT_TARGETS, description="Encoder module names LoRA wraps."
+        BERT_TARGETS, description="Encoder modules LoRA wraps (BERT-style names)."
     )
     lora_layers: int = Field(
         3,
         ge=0,
         description="LoRA on the top N encoder layers only (0 = all): backward stops below them.",
     )
-    epochs: float = Field(3.0, gt=0, description="Passes over the training samples (LoRA phase).")
+    epochs: float = Field(
+        3.0, gt=0, description="Passes over the training samples in the LoRA phase."
+    )
     min_steps: int = Field(
-        250, ge=0, description="At least this many LoRA steps, however few the samples."
+        250,
+        ge=0,
+        description=(
+            "At least this many LoRA steps however few the samples (20 a label learn best"
+            " in ~8 epochs, 10,000 samples in 3)."
+        ),
     )
     max_steps: int = Field(0, ge=0, description="Stop after this many LoRA steps; 0 = no limit.")
     max_seconds: float = Field(
         1_800.0, ge=0, description="Stop the LoRA phase after this many seconds; 0 = no limit."
     )
     batch_size: int = Field(32, ge=1, le=4_096, description="Samples per optimiser step.")
-    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate of the LoRA weights.")
+    learning_rate: float = Field(
+        3e-3, gt=0, description="Peak learning rate of the LoRA weights (linear warm-up, decay)."
+    )
     head_learning_rate: float = Field(
         2e-3, ge=0, description="Learning rate of the head during the LoRA phase."
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (LoRA weights).")
-    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
+    warmup_fraction: float = Field(
+        0.06, ge=0, lt=1, description="Share of steps spent on the linear warm-up."
+    )
     head_fit_steps: int = Field(
-        300, ge=0, description="Full-batch steps fitting the head on frozen embeddings first."
+        300, ge=0, description="Full-batch steps fitting the head on frozen embeddings before LoRA."
     )
     head_fit_learning_rate: float = Field(0.1, gt=0, description="Learning rate of the head fit.")
     label_smoothing: float = Field(
@@ -71,9 +82,11 @@ class TrainConfig(BaseModel):
         0.3,
         ge=0,
         lt=1,
-        description="Margin (x head scale) taken off the true label's logit in the LoRA phase.",
+        description="Margin (x the head's scale, 30) off the true label's logit in the LoRA phase.",
     )
-    class_balance: bool = Field(True, description="Weight the loss so rare labels count as much.")
+    class_balance: bool = Field(
+        True, description="Weight the loss by inverse label frequency so rare labels count."
+    )
     max_tokens: int = Field(64, ge=8, le=8_192, description="Tokens kept per training text.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 autocast on CUDA and on CPUs with native bf16."
