@@ -14,7 +14,7 @@ ifeq ($(LIVETUNE_LABELS)$(LIVETUNE_LABELS_FILE),)
 serve build: export LIVETUNE_LABELS_FILE := examples/support_labels.txt
 endif
 
-.PHONY: setup serve test lint bench bench-online build clean
+.PHONY: setup serve test lint bench bench-online build docs clean
 
 setup: $(STAMP)
 
@@ -36,18 +36,23 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check service training tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_predict.py --data $(DATA)
-	$(PY) benchmarks/bench_feedback.py --data $(DATA)
-	$(PY) benchmarks/bench_training.py --data $(DATA)
-	$(PY) benchmarks/bench_swap.py
+	$(PY) -m benchmarks.bench_predict --data $(DATA)
+	$(PY) -m benchmarks.bench_feedback --data $(DATA)
+	$(PY) -m benchmarks.bench_training --data $(DATA)
+	$(PY) -m benchmarks.bench_swap
 
 # The learning curve through the real service, as in the README (20-40 min on 2 CPU
 # cores; ONLINE_ARGS adds options, the README has the short --quick run).
 bench-online: $(STAMP)
-	$(PY) benchmarks/online.py --data $(DATA) --set VALIDATION_PERCENT=10 $(ONLINE_ARGS)
+	$(PY) -m benchmarks.online --data $(DATA) --set VALIDATION_PERCENT=10 $(ONLINE_ARGS)
 
 build: $(STAMP)
 	$(VENV)/bin/bentoml build
+
+# docs/configuration.md from the settings' field descriptions (a test fails when it is stale).
+docs: $(STAMP)
+	$(PY) -m service.config_reference > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 clean:
 	rm -rf $(VENV) livetune-data

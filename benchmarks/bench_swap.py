@@ -9,34 +9,32 @@ a promotion does it (--via registry, the default) or through POST /adapters/acti
 steady, zero errors).
 
 Usage, from the repository root:
-    .venv/bin/python benchmarks/bench_swap.py [--phase-s 20 --rounds 3 --clients 4]
+    .venv/bin/python -m benchmarks.bench_swap [--phase-s 20 --rounds 3 --clients 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
+import asyncio
+import itertools
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script, not only with -m
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
+from benchmarks.harness.adapters import publish_adapter
+from benchmarks.harness.client import Load, drive
+from benchmarks.harness.report import RESULTS, table, write_json
+from benchmarks.harness.server import ROOT, running_server
+from benchmarks.harness.stats import percentile, rounded
+from training.labels import load_labels
+from training.model import embedded_model_path
+from training.registry import AdapterRegistry
 
-from tests.factories import publish_adapter  # noqa: E402
-from tests.server import start_server, stop_server, wait_for  # noqa: E402
-from training.labels import load_labels  # noqa: E402
-from training.model import embedded_model_path  # noqa: E402
-from training.registry import AdapterRegistry  # noqa: E402
-
-LABELS_FILE = REPO_ROOT / "examples" / "support_labels.txt"
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "swap.json"
+LABELS_FILE = ROOT / "examples" / "support_labels.txt"
+DEFAULT_OUT = RESULTS / "swap.json"
 TEXTS = [
     "I lost my card yesterday",
     "what rate do you use for euros?",
@@ -48,51 +46,96 @@ TEXTS = [
 TARGET_RATIO = 1.5
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def drive(base: str, clients: int, seconds: float, swap=None) -> tuple[list[float], int]:
+async def phase(base: str, clients: int, seconds: float, swap: Callable | None = None) -> Load:
     """Closed-loop load for `seconds`; `swap()` runs once a second meanwhile if given."""
-    latencies: list[float] = []
-    errors = [0]
-    stop = threading.Event()
-
-    def client(offset: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            i = offset
-            while not stop.is_set():
-                started = time.perf_counter()
-                answer = http.post(f"{base}/predict", json={"texts": [TEXTS[i % len(TEXTS)]]})
-                latencies.append(time.perf_counter() - started)
-                errors[0] += answer.status_code != 200
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
+    bodies = ({"texts": [text]} for text in itertools.cycle(TEXTS))
+    load = asyncio.create_task(drive(base, "/predict", bodies, clients, seconds))
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if swap:
-            swap()
-        time.sleep(1.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return latencies, errors[0]
+    while swap and time.monotonic() < deadline:
+        await asyncio.to_thread(swap)  # off the loop, so the clients' timings stay clean
+        await asyncio.sleep(1.0)
+    return await load
 
 
-def summary(latencies: list[float], errors: int) -> dict:
+def summary(loads: list[Load]) -> dict:
+    """Requests, errors and latency percentiles over every answer of the phases."""
+    latencies = [ms for load in loads for ms in load.latencies_ms()]
     return {
         "requests": len(latencies),
-        "errors": errors,
-        "p50_ms": round(1e3 * statistics.median(latencies), 1),
-        "p99_ms": round(1e3 * percentile(latencies, 0.99), 1),
+        "errors": sum(load.errors() for load in loads),
+        "p50_ms": rounded(percentile(latencies, 50)),
+        "p99_ms": rounded(percentile(latencies, 99)),
     }
 
 
+class Swapper:
+    """Each call flips CURRENT to the other of two versions; `flips` counts the calls."""
+
+    def __init__(self, base: str, versions: list[str], registry: AdapterRegistry, via: str):
+        self.base, self.versions, self.registry, self.via = base, versions, registry, via
+        self.flips = 0
+
+    def __call__(self) -> None:
+        version = self.versions[self.flips % 2]
+        if self.via == "http":  # an operator's rollback / roll forward
+            body = {"version": version}
+            httpx.post(f"{self.base}/adapters/activate", json=body, timeout=30)
+        else:  # what the trainer does when it promotes
+            self.registry.activate(version)
+        self.flips += 1
+
+
+async def alternate(base: str, swap: Callable, args: argparse.Namespace) -> dict[str, list]:
+    """Steady and swapping phases in turn, `args.rounds` of each, after a warm-up."""
+    await phase(base, args.clients, 5.0)
+    loads: dict[str, list] = {"steady": [], "swapping": []}
+    for _ in range(args.rounds):
+        loads["steady"].append(await phase(base, args.clients, args.phase_s))
+        loads["swapping"].append(await phase(base, args.clients, args.phase_s, swap))
+    return loads
+
+
+def measure(base: str, versions: list[str], registry: AdapterRegistry, args) -> dict:
+    """Both kinds of phase, then what the workers say they swapped."""
+    swap = Swapper(base, versions, registry, args.via)
+    loads = asyncio.run(alternate(base, swap, args))
+    status = httpx.get(f"{base}/status", timeout=10).json()
+    results = {
+        "steady": summary(loads["steady"]),
+        "swapping": summary(loads["swapping"]),
+        "swaps_requested": swap.flips,
+        "swaps_done": sum(w["swaps"] for w in status["workers"]),
+        "failed_swaps": sum(w["failed_swaps"] for w in status["workers"]),
+        "clients": args.clients,
+        "via": args.via,
+    }
+    results["p99_ratio"] = round(results["swapping"]["p99_ms"] / results["steady"]["p99_ms"], 2)
+    return results
+
+
+def markdown(results: dict) -> str:
+    """Both phases side by side, and the p99 ratio against its target."""
+    steady, swapping = results["steady"], results["swapping"]
+    ok = results["p99_ratio"] <= TARGET_RATIO and steady["errors"] + swapping["errors"] == 0
+    swaps = f"{results['swaps_done']} swaps, {results['failed_swaps']} failed"
+    rows = [
+        ("steady", *(steady[k] for k in ("requests", "errors", "p50_ms", "p99_ms"))),
+        (
+            f"a swap every second via {results['via']} ({swaps})",
+            *(swapping[k] for k in ("requests", "errors", "p50_ms", "p99_ms")),
+        ),
+    ]
+    verdict = (
+        f"p99 with swaps / steady: {results['p99_ratio']}x (target <= {TARGET_RATIO}x, "
+        f"zero errors): {'met' if ok else 'MISSED'}"
+    )
+    return "\n".join(
+        [table(("phase", "requests", "errors", "p50 ms", "p99 ms"), rows), "", verdict]
+    )
+
+
 def main(argv=None) -> None:
+    """Publish two adapters, serve, measure, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase-s", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -110,70 +153,11 @@ def main(argv=None) -> None:
         registry = AdapterRegistry(Path(tmp) / "data" / "adapters")
         model = embedded_model_path()
         versions = [publish_adapter(registry, model, seed=s, labels=labels) for s in (1, 2)]
-        process, base = start_server(
-            Path(tmp), LIVETUNE_LABELS_FILE=str(LABELS_FILE), LIVETUNE_TRAINER="false"
-        )
-        try:
-            wait_for(f"{base}/readyz", process)
-            results = measure(base, versions, registry, args)
-        finally:
-            stop_server(process)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+        env = {"LIVETUNE_LABELS_FILE": str(LABELS_FILE), "LIVETUNE_TRAINER": "false"}
+        with running_server(Path(tmp), **env) as server:
+            results = measure(server.base, versions, registry, args)
+    write_json(args.out, results)
     print(markdown(results))
-
-
-def measure(base: str, versions: list[str], registry: AdapterRegistry, args) -> dict:
-    flips = [0]
-
-    def swap() -> None:
-        version = versions[flips[0] % 2]
-        if args.via == "http":  # an operator's rollback / roll forward
-            httpx.post(f"{base}/adapters/activate", json={"version": version}, timeout=30)
-        else:  # what the trainer does when it promotes
-            registry.activate(version)
-        flips[0] += 1
-
-    drive(base, args.clients, 5.0)  # warm-up
-    steady, swapping, errors = [], [], {"steady": 0, "swapping": 0}
-    for _ in range(args.rounds):
-        latencies, failed = drive(base, args.clients, args.phase_s)
-        steady += latencies
-        errors["steady"] += failed
-        latencies, failed = drive(base, args.clients, args.phase_s, swap)
-        swapping += latencies
-        errors["swapping"] += failed
-    status = httpx.get(f"{base}/status", timeout=10).json()
-    results = {
-        "steady": summary(steady, errors["steady"]),
-        "swapping": summary(swapping, errors["swapping"]),
-        "swaps_requested": flips[0],
-        "swaps_done": sum(w["swaps"] for w in status["workers"]),
-        "failed_swaps": sum(w["failed_swaps"] for w in status["workers"]),
-        "clients": args.clients,
-        "via": args.via,
-    }
-    results["p99_ratio"] = round(results["swapping"]["p99_ms"] / results["steady"]["p99_ms"], 2)
-    return results
-
-
-def markdown(results: dict) -> str:
-    steady, swapping = results["steady"], results["swapping"]
-    ok = results["p99_ratio"] <= TARGET_RATIO and steady["errors"] + swapping["errors"] == 0
-    return "\n".join(
-        [
-            "| phase | requests | errors | p50 ms | p99 ms |",
-            "|---|---|---|---|---|",
-            f"| steady | {steady['requests']} | {steady['errors']} | {steady['p50_ms']} "
-            f"| {steady['p99_ms']} |",
-            f"| a swap every second via {results['via']} ({results['swaps_done']} swaps, "
-            f"{results['failed_swaps']} failed) | {swapping['requests']} | "
-            f"{swapping['errors']} | {swapping['p50_ms']} | {swapping['p99_ms']} |",
-            "",
-            f"p99 with swaps / steady: {results['p99_ratio']}x (target <= {TARGET_RATIO}x, "
-            f"zero errors): {'met' if ok else 'MISSED'}",
-        ]
-    )
 
 
 if __name__ == "__main__":

@@ -8,26 +8,22 @@ bare name. Extra templates: --template '...{name}...' (repeatable).
 
 Any `train.csv` / `test.csv` with `text,category` columns and a `categories.json`
 works (Banking77: Casanueva et al. 2020, CC-BY-4.0, read in place, never copied):
-    .venv/bin/python benchmarks/bench_templates.py --data ../shared/data/banking77
+    .venv/bin/python -m benchmarks.bench_templates --data ../shared/data/banking77
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
-from bench_training import DEFAULT_DATA, read_split, say  # noqa: E402
+from benchmarks.harness.data import DEFAULT_DATA, load_split, read_labels
+from benchmarks.harness.report import RESULTS, say, write_json
+from training.labels import DEFAULT_TEMPLATE, Label
+from training.predictor import Predictor, zero_shot_predictor
 
-from training.labels import DEFAULT_TEMPLATE, Label, load_labels  # noqa: E402
-from training.predictor import zero_shot_predictor  # noqa: E402
-
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "templates.json"
+DEFAULT_OUT = RESULTS / "templates.json"
 # Domain-free templates: nothing here names banking or any other field.
 TEMPLATES = [
     "{name}",
@@ -49,27 +45,22 @@ TEMPLATES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--base-model", default="", help="default: the embedded MiniLM")
-    parser.add_argument("--template", action="append", default=[], help="one more to try")
-    args = parser.parse_args(argv)
-    labels: list[Label] = load_labels(args.data / "categories.json")
-    names = [label.name for label in labels]
-    predictor = zero_shot_predictor(
-        args.base_model or None, labels, template="{name}", device="cpu", precision="fp32"
-    )
+def embed_splits(predictor: Predictor, data: Path, names: list[str]) -> dict:
+    """(embeddings, gold label indices) of the train and test splits."""
     index = {name: i for i, name in enumerate(names)}
     splits = {}
-    for split in ("train", "test"):
-        texts, labels_of = read_split(args.data, split)
-        say(f"embedding {len(texts)} {split} texts")
-        gold = torch.tensor([index[label] for label in labels_of])
-        splits[split] = (predictor.embeddings(texts).float(), gold)
+    for name in ("train", "test"):
+        split = load_split(data, name, known=names)
+        say(f"embedding {len(split.texts)} {name} texts")
+        gold = torch.tensor([index[label] for label in split.labels])
+        splits[name] = (predictor.embeddings(split.texts).float(), gold)
+    return splits
+
+
+def score(predictor: Predictor, splits: dict, names: list[str], templates: list[str]) -> list:
+    """Zero-shot accuracy of each template on each split, best on train first."""
     results = []
-    for template in dict.fromkeys([*TEMPLATES, *args.template]):
+    for template in templates:
         prompts = [Label(name).prompt(template) for name in names]
         rows = torch.nn.functional.normalize(predictor.embeddings(prompts).float(), dim=-1)
         accuracy = {
@@ -77,20 +68,41 @@ def main(argv: list[str] | None = None) -> None:
             for split, (x, gold) in splits.items()
         }
         results.append({"template": template, **accuracy})
-    results.sort(key=lambda r: -r["train"])
-    chosen = results[0]
-    by_template = {r["template"]: r for r in results}
-    print("| template | train (selects) | test |\n|---|---|---|")
+    return sorted(results, key=lambda r: -r["train"])
+
+
+def report(results: list[dict]) -> str:
+    """Every template's accuracies, then the chosen one beside the default and the bare name."""
+    chosen, by_template = results[0], {r["template"]: r for r in results}
+    lines = ["| template | train (selects) | test |", "|---|---|---|"]
     for r in results:
         mark = " (default)" if r["template"] == DEFAULT_TEMPLATE else ""
-        print(f"| `{r['template']}`{mark} | {r['train']:.1%} | {r['test']:.1%} |")
-    print(
+        lines.append(f"| `{r['template']}`{mark} | {r['train']:.1%} | {r['test']:.1%} |")
+    lines.append(
         f"\nbest on train: `{chosen['template']}`, test {chosen['test']:.1%}; default "
         f"`{DEFAULT_TEMPLATE}` {by_template[DEFAULT_TEMPLATE]['test']:.1%}; bare name "
         f"{by_template['{name}']['test']:.1%}"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"data": str(args.data), "templates": results}, indent=2))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Embed once, score every template, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--base-model", default="", help="default: the embedded MiniLM")
+    parser.add_argument("--template", action="append", default=[], help="one more to try")
+    args = parser.parse_args(argv)
+    labels = read_labels(args.data)
+    names = [label.name for label in labels]
+    predictor = zero_shot_predictor(
+        args.base_model or None, labels, template="{name}", device="cpu", precision="fp32"
+    )
+    splits = embed_splits(predictor, args.data, names)
+    results = score(predictor, splits, names, list(dict.fromkeys([*TEMPLATES, *args.template])))
+    print(report(results))
+    write_json(args.out, {"data": str(args.data), "templates": results})
 
 
 if __name__ == "__main__":

@@ -15,60 +15,42 @@ Ratios are what to read: this shared 2-core machine drifts run to run.
 Data: Banking77, Casanueva et al. 2020, CC-BY-4.0, read in place from --data.
 
 Usage, from the repository root:
-    .venv/bin/python benchmarks/bench_training.py --data ../shared/data/banking77 [--quick]
+    .venv/bin/python -m benchmarks.bench_training --data ../shared/data/banking77 [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script, not only with -m
-    sys.path.insert(0, str(REPO_ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+from benchmarks.harness.data import DEFAULT_DATA, Split, load_split
+from benchmarks.harness.report import RESULTS, say, write_json
+from benchmarks.training_report import markdown
+from training.adapters import attach_lora
+from training.backends import open_backends
+from training.job import TrainingJob
+from training.job_settings import JobSettings
+from training.labels import DEFAULT_TEMPLATE, Label
+from training.loop import yield_cpu
+from training.model import TextClassifier, load_encoder
+from training.predictor import Predictor
+from training.store import NewSample
+from training.trainer import TrainConfig, Trainer
 
-from training.adapters import attach_lora  # noqa: E402
-from training.job import JobConfig, TrainingJob  # noqa: E402
-from training.labels import DEFAULT_TEMPLATE, Label  # noqa: E402
-from training.loop import yield_cpu  # noqa: E402
-from training.model import TextClassifier, load_encoder  # noqa: E402
-from training.predictor import Predictor  # noqa: E402
-from training.registry import AdapterRegistry  # noqa: E402
-from training.settings import Settings  # noqa: E402
-from training.store import NewSample, SQLiteFeedbackStore  # noqa: E402
-from training.trainer import TrainConfig, Trainer  # noqa: E402
-
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "training.json"
+DEFAULT_OUT = RESULTS / "training.json"
 SEED = 0
 LR_C = 10.0  # reproduces the issue's baseline figures
-TARGET_SPEEDUP = 1.5
-TARGET_PROMOTION_S = 60.0
 SPEED_PER_CLASS = 20
 ALL_PARTS = {"accuracy", "speed", "promotion"}  # "accuracy" also writes "baseline"
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def read_split(data: Path, name: str) -> tuple[list[str], list[str]]:
-    with (data / f"{name}.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
 def per_class(labels: list[str], k: int | None, seed: int = SEED) -> list[int]:
@@ -93,6 +75,7 @@ def fresh_model(names: list[str], config: TrainConfig):
 
 
 def test_accuracy(model, tokenizer, names, texts, labels) -> float:
+    """Top-1 accuracy of `model` on `texts`."""
     predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
     predicted = predictor.probabilities(texts).argmax(-1).tolist()
     return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
@@ -106,13 +89,13 @@ def lr_accuracy(train_x, train_y, test_x, test_y, rows) -> float:
     return float((fit.predict(test_x) == test_y).mean())
 
 
-def head_only_baseline(names, train, test, points) -> dict:
+def head_only_baseline(names, train: Split, test: Split, points) -> dict:
     """Logistic regression on frozen embeddings of the base model, per point and draw."""
     model, tokenizer = fresh_model(names, TrainConfig())
     predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
-    train_x = predictor.embeddings(train[0]).numpy()
-    test_x = predictor.embeddings(test[0]).numpy()
-    train_y, test_y = np.array(train[1]), np.array(test[1])
+    train_x = predictor.embeddings(train.texts).numpy()
+    test_x = predictor.embeddings(test.texts).numpy()
+    train_y, test_y = np.array(train.labels), np.array(test.labels)
     results = {}
     for point, draws in points.items():
         scores = []
@@ -124,18 +107,19 @@ def head_only_baseline(names, train, test, points) -> dict:
 
 
 def spread(scores: list[float]) -> dict:
+    """Mean, min and max of the draws' scores, and the scores."""
     return {"mean": sum(scores) / len(scores), "min": min(scores), "max": max(scores),
             "draws": scores}  # fmt: skip
 
 
-def ours_at(names, train, test, draws, config: TrainConfig) -> dict:
+def ours_at(names, train: Split, test: Split, draws, config: TrainConfig) -> dict:
+    """Our trainer from the zero-shot start on each draw: test accuracy, time and speed."""
     scores, seconds, rates = [], [], []
     for indices in draws:
         model, tokenizer = fresh_model(names, config)
-        texts = [train[0][i] for i in indices]
-        labels = [train[1][i] for i in indices]
-        result = Trainer(model, tokenizer, names, config).train(texts, labels)
-        scores.append(test_accuracy(model, tokenizer, names, *test))
+        chosen = train.take(indices)
+        result = Trainer(model, tokenizer, names, config).train(chosen.texts, chosen.labels)
+        scores.append(test_accuracy(model, tokenizer, names, test.texts, test.labels))
         seconds.append(round(result.seconds, 2))
         lora_s = max(1e-9, result.seconds - result.head_fit_seconds)
         rates.append(round(result.samples_seen / lora_s, 1))
@@ -193,9 +177,10 @@ def hf_trainer_rate(names, texts, labels, config: TrainConfig, *, tuned: bool) -
         return len(dataset) / (time.perf_counter() - started)
 
 
-def speed_comparison(names, train, config: TrainConfig, per_class_k: int) -> dict:
-    indices = per_class(train[1], per_class_k)
-    texts, labels = [train[0][i] for i in indices], [train[1][i] for i in indices]
+def speed_comparison(names, train: Split, config: TrainConfig, per_class_k: int) -> dict:
+    """samples/s of one LoRA epoch: our Trainer, transformers.Trainer plain and tuned."""
+    chosen = train.take(per_class(train.labels, per_class_k))
+    texts, labels = chosen.texts, chosen.labels
     lora_only = config.model_copy(update={"epochs": 1.0, "min_steps": 0, "head_fit_steps": 0})
     model, tokenizer = fresh_model(names, lora_only)
     result = Trainer(model, tokenizer, names, lora_only).train(texts, labels)
@@ -215,26 +200,21 @@ def speed_comparison(names, train, config: TrainConfig, per_class_k: int) -> dic
     }
 
 
-def trigger_to_promotion(names, train, per_class_k: int) -> dict:
+def trigger_to_promotion(names, train: Split, per_class_k: int) -> dict:
     """A real TrainingJob with default settings on k examples per class, timed end to end."""
-    indices = per_class(train[1], per_class_k)
+    chosen = train.take(per_class(train.labels, per_class_k))
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteFeedbackStore(tmp, validation_percent=20)
-        store.add_samples([NewSample(train[0][i], train[1][i], source="bench") for i in indices])
-        registry = AdapterRegistry(Path(tmp) / "adapters")
         # As the Trainer service runs it: default settings, at the lowest CPU priority.
-        settings = Settings(labels=[Label(n) for n in names])
+        labels = [Label(n) for n in names]
+        settings = JobSettings(labels=labels, data_dir=tmp, validation_percent=20)
+        backends = open_backends(settings)
+        samples = zip(chosen.texts, chosen.labels, strict=True)
+        backends.store.add_samples([NewSample(t, y, source="bench") for t, y in samples])
         yield_cpu(settings.train_nice)
-        config = JobConfig(
-            base_model="",
-            labels=settings.label_set(),
-            label_template=DEFAULT_TEMPLATE,
-            threads=settings.train_threads,
-        )
         started = time.perf_counter()
-        run = TrainingJob(Path(tmp), store, registry, config).run("samples")
+        run = TrainingJob(backends, settings).run("samples")
         seconds = time.perf_counter() - started
-        store.close()
+        backends.close()
     gate = run.report.get("gate", {})
     say(f"trigger -> {run.state} in {seconds:.1f} s ({run.reason})")
     return {
@@ -249,43 +229,8 @@ def trigger_to_promotion(names, train, per_class_k: int) -> dict:
     }
 
 
-def cell(figure: dict) -> str:
-    if len(figure["draws"]) == 1:
-        return f"{figure['mean']:.1%}"
-    return f"{figure['mean']:.1%} ({figure['min']:.1%}-{figure['max']:.1%})"
-
-
-def markdown(results: dict) -> str:
-    lines = [
-        "| examples per class | draws | head-only LR, mean (min-max) "
-        "| livetune trainer, mean (min-max) | beats baseline |",
-        "|---|---|---|---|---|",
-    ]
-    for point, ours in results["accuracy"].items():
-        base = results["baseline"][point]
-        mark = "yes" if ours["mean"] > base["mean"] else "**no**"
-        lines.append(f"| {point} | {len(ours['draws'])} | {cell(base)} | {cell(ours)} | {mark} |")
-    speed = results["speed"]
-    promo = results["promotion"]
-    lines += [
-        "",
-        "| figure | livetune | baseline | ratio | target |",
-        "|---|---|---|---|---|",
-        f"| LoRA training, samples/s ({speed['samples']} samples, 1 epoch) "
-        f"| {speed['ours_samples_per_s']} | {speed['hf_default_samples_per_s']} "
-        f"(transformers.Trainer, defaults) | {speed['speedup_vs_hf_default']}x "
-        f"| >= {TARGET_SPEEDUP}x |",
-        f"| same, against transformers.Trainer bf16 + group_by_length sampling | "
-        f"{speed['ours_samples_per_s']} | {speed['hf_tuned_samples_per_s']} | "
-        f"{speed['speedup_vs_hf_tuned']}x | |",
-        f"| trigger -> {promo['state']}, {promo['per_class']}/class, "
-        f"{promo['threads']} thread(s) | {promo['seconds']} s | | "
-        f"| <= {TARGET_PROMOTION_S:.0f} s |",
-    ]
-    return "\n".join(lines)
-
-
 def parse_args(argv):
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -301,18 +246,18 @@ def parse_args(argv):
 
 
 def main(argv=None) -> None:
+    """The parts asked for, the others kept from --out's last run; the report."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    train, test = read_split(args.data, "train"), read_split(args.data, "test")
-    names = sorted(set(train[1]))
+    train, test = load_split(args.data, "train"), load_split(args.data, "test")
+    names = sorted(set(train.labels))
     if args.quick:
-        keep = per_class(test[1], 10)
-        test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
+        test = test.take(per_class(test.labels, 10))
     ks = {"5": 5, "10": 10} if args.quick else {"5": 5, "10": 10, "20": 20, "full": None}
     # Few-shot figures swing by a point with the draw of examples: average several draws.
     many = 1 if args.quick else args.draws
     draws = {name: range(1 if k is None else many) for name, k in ks.items()}
-    points = {n: [per_class(train[1], k, seed) for seed in draws[n]] for n, k in ks.items()}
+    points = {n: [per_class(train.labels, k, seed) for seed in draws[n]] for n, k in ks.items()}
     parts = set(args.parts.split(","))
     earlier = parts != ALL_PARTS and args.out.is_file()
     results = json.loads(args.out.read_text()) if earlier else {}
@@ -331,8 +276,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)  # the job capped it for its run
     results["config"] = config.model_dump(mode="json")
     results["quick"] = args.quick
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     if set(results) >= ALL_PARTS:
         print(markdown(results))
     else:

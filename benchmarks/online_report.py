@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def plot(results: dict, path: Path) -> None:
+    """The learning curve against its baselines, as a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,10 +50,12 @@ def plot(results: dict, path: Path) -> None:
 
 
 def percent(value: float | None) -> str:
+    """A share as 12.3%, or nothing for a missing figure."""
     return "" if value is None else f"{value:.1%}"
 
 
 def markdown(results: dict) -> str:
+    """The curve as a table, then the baseline on all the data and every training run."""
     baselines = results["baselines"]
     lines = [
         "| corrections | per class | service accuracy | head-only LR | head-only LR, train "

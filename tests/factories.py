@@ -6,12 +6,9 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from training.adapters import attach_lora, fingerprint, save_adapter
-from training.labels import Label
-from training.predictor import Predictor, zero_shot_predictor
-from training.registry import BASE, AdapterRegistry
+from benchmarks.harness import adapters
+from training.predictor import Predictor
+from training.registry import AdapterRegistry
 from training.trainer import TrainConfig
 
 TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
@@ -70,8 +67,8 @@ def write_toy_csv(path: Path, count: int = 240) -> Path:
 
 
 def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:
-    labels = [Label(name) for name in labels]
-    return zero_shot_predictor(str(model_dir), labels, template="{name}", device="cpu")
+    """The harness's zero-shot predictor, on the toy labels unless told otherwise."""
+    return adapters.zero_shot(model_dir, labels)
 
 
 def publish_adapter(
@@ -79,23 +76,7 @@ def publish_adapter(
     model_dir,
     seed: int,
     labels: Sequence[str] = TOY_LABELS,
-    config: TrainConfig = TrainConfig(lora_layers=0),
+    config: TrainConfig | None = None,
 ) -> str:
-    """A random (but real) adapter for this base model, published, not activated."""
-    predictor = zero_shot(model_dir, labels)
-    model = predictor.model
-    attach_lora(model, config)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name or name.startswith("head."):
-                param.add_(torch.randn_like(param) * 0.5)
-    version = registry.new_version_name()
-    manifest = {
-        "base_model": {"id": str(model_dir), "fingerprint": fingerprint(model.encoder)},
-        "parent": BASE,
-    }
-    with registry.staging() as folder:
-        save_adapter(model, labels, folder)
-        registry.publish(folder, version, manifest)
-    return version
+    """The harness's random (but real) adapter, on the toy labels unless told otherwise."""
+    return adapters.publish_adapter(registry, model_dir, seed, labels, config)

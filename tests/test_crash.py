@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories import tiny_training_env, write_toy_csv
 from benchmarks.harness.server import ROOT, running_server
+from tests.factories import tiny_training_env, write_toy_csv
 from training.registry import STAGING_PREFIX, AdapterRegistry
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from benchmarks.harness.server import kill_server, start_server, stop_server, wait_for
 from tests.conftest import TOY_LABELS
-from tests.server import kill_server, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.integration
 

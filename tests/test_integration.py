@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import (
+from benchmarks.harness.server import (
     ROOT,
     running_server,
     server_processes,
@@ -41,39 +41,52 @@ def server(served):
 
 
 def readme_curl_commands() -> list[str]:
-    """Every curl command in the README's REST API section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## REST API", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    """The shell lines of the README's REST API section, then of docs/api.md: every curl
+    command, and the `NAME=$(...)` lines that keep an answer for a later one."""
+    readme = (ROOT / "README.md").read_text()
+    sections = [
+        readme.split("## REST API", 1)[1].split("\n## ", 1)[0],
+        (ROOT / "docs" / "api.md").read_text(),
+    ]
     commands = []
-    for block in blocks:
-        for command in block.replace("\\\n", " ").splitlines():
-            command = command.split("  #", 1)[0].strip()
-            if command.startswith("curl"):
-                commands.append(command)
+    for section in sections:
+        for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+            for command in block.replace("\\\n", " ").splitlines():
+                command = command.split("  #", 1)[0].strip()
+                if command.startswith("curl") or re.match(r"[A-Z_]+=\$\(", command):
+                    commands.append(command)
     return commands
 
 
 def test_readme_curl_examples_work_as_documented(server):
-    commands = readme_curl_commands()
-    assert len(commands) == 9
-    outputs = []
-    for command in commands:
-        command = command.replace("localhost:3000", server.removeprefix("http://"))
-        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout.strip())
+    """One shell runs them in order, as a reader would paste them; answers are split apart."""
+    mark = "--- livetune example done ---"
+    script = ["set -euo pipefail"]
+    for command in readme_curl_commands():
+        script.append(command.replace("localhost:3000", server.removeprefix("http://")))
+        if command.startswith("curl"):
+            script.append(f"echo; echo '{mark}'")
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = [output.strip() for output in result.stdout.split(mark)[:-1]]
+    assert len(outputs) == 11
     predictions = json.loads(outputs[0])
     assert [p["label"] for p in predictions] == ["lost_card", "exchange_rate"]
-    assert outputs[1:3] == ["200", "200"]
-    assert json.loads(outputs[3]) == {"ids": [1], "stored": 1, "duplicates": 0}
-    assert json.loads(outputs[4]) == {"accepted": True}
-    status = json.loads(outputs[5])
+    assert json.loads(outputs[1]) == {"ids": [1], "stored": 1, "duplicates": 0}
+    assert json.loads(outputs[2]) == {"ids": [2], "stored": 1, "duplicates": 0}
+    assert json.loads(outputs[3]) == {"accepted": True}
+    status = json.loads(outputs[4])
     assert status["ready"] and status["active_adapter"] == "base"
     assert len(status["workers"]) == 2
-    assert json.loads(outputs[6]) == []
-    assert json.loads(outputs[7]) == {"active": "base"}
-    error = json.loads(outputs[8])
+    assert json.loads(outputs[5]) == []
+    assert json.loads(outputs[6]) == {"active": "base"}
+    counts = [line.rsplit(" ", 1) for line in outputs[7].splitlines()]
+    assert all(name.startswith("livetune_predictions_total{") for name, _ in counts)
+    assert sum(float(value) for _, value in counts) == 3  # the two texts, then one
+    assert outputs[8:10] == ["200", "200"]
+    error = json.loads(outputs[10])
     assert error["detail"][0]["loc"] == ["texts", 0]
     assert "whitespace" in error["detail"][0]["msg"]
 

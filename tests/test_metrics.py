@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.harness.server import running_server, wait_until
 from service import metrics
 from tests.factories import TOY_LABELS, publish_adapter, tiny_training_env, toy_samples
-from benchmarks.harness.server import running_server, wait_until
 from training.registry import AdapterRegistry
 from training.store import NewSample, SQLiteFeedbackStore
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from benchmarks.harness.server import running_server, wait_until
 from tests.factories import tiny_training_env, toy_samples
-from tests.server import running_server, wait_until
 from training.registry import AdapterRegistry
 from training.store import SQLiteFeedbackStore
 

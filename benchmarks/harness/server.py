@@ -1,6 +1,6 @@
-"""Starting and stopping the real `bentoml serve`, for integration tests and benchmarks.
+"""Starting and stopping the real `bentoml serve`, for benchmarks and integration tests.
 
-Imports only the standard library, httpx and psutil, so benchmarks can use it too.
+Imports only the standard library, httpx and psutil, so the tests can use it too.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -35,6 +36,7 @@ def log_path(tmp_path: Path, port: int) -> Path:
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` of a server log, or a note that there is none."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -83,6 +85,7 @@ def server_processes(process: subprocess.Popen) -> list[psutil.Process]:
 
 
 def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM to the server, then kill whatever of it is left after 20 s."""
     processes = server_processes(process)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -95,6 +98,7 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 def wait_for(url: str, process: subprocess.Popen, status: int = 200, timeout: float = 180) -> None:
+    """Poll `url` until it answers `status`; fail if the server exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "server exited early"
@@ -136,11 +140,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, **env: str) -> Iterator[Server]:
+def running_server(tmp_path: Path, ready_timeout: float = 180, **env: str) -> Iterator[Server]:
     """`start_server`, ready on every worker, stopped on exit.
 
     /readyz is answered by whichever worker takes the connection, so this also waits for
-    every worker's state file (each writes it once its model is loaded).
+    every worker's state file (each writes it once its model is loaded). When anything
+    fails meanwhile the log's tail goes to stderr: the server's side of it is there.
     """
     port = free_port()
     process, base = start_server(tmp_path, port, **env)
@@ -148,8 +153,11 @@ def running_server(tmp_path: Path, **env: str) -> Iterator[Server]:
     server = Server(process, base, data_dir, log_path(tmp_path, port))
     workers = int(env.get("LIVETUNE_WORKERS", "1"))
     try:
-        wait_for(f"{base}/readyz", process)
+        wait_for(f"{base}/readyz", process, timeout=ready_timeout)
         wait_until(lambda: len(list((data_dir / "workers").glob("*.json"))) >= workers)
         yield server
+    except Exception:
+        print(f"server log tail:\n{log_tail(server.log)}", file=sys.stderr, flush=True)
+        raise
     finally:
         stop_server(process)
