@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU wheel. GPU hosts: install your CUDA torch into .venv first (see README).
+# The CPU wheel. GPU hosts: install your CUDA torch into .venv first (README, Quick start).
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 3000
 DATA ?= ../shared/data/banking77
@@ -14,7 +14,7 @@ ifeq ($(LIVETUNE_LABELS)$(LIVETUNE_LABELS_FILE),)
 serve build: export LIVETUNE_LABELS_FILE := examples/support_labels.txt
 endif
 
-.PHONY: setup serve test lint bench bench-online build docs clean
+.PHONY: setup serve test test-fast lint bench bench-online build docs clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The tests that start no server (a minute or two; `make test` runs everything).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service training tests benchmarks
 	$(VENV)/bin/ruff format --check service training tests benchmarks
@@ -41,8 +45,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_training --data $(DATA)
 	$(PY) -m benchmarks.bench_swap
 
-# The learning curve through the real service, as in the README (20-40 min on 2 CPU
-# cores; ONLINE_ARGS adds options, the README has the short --quick run).
+# The learning curve through the real service, as in docs/benchmarks.md (20-40 min on 2
+# CPU cores; ONLINE_ARGS adds options, that page has the short --quick run).
 bench-online: $(STAMP)
 	$(PY) -m benchmarks.online --data $(DATA) --set VALIDATION_PERCENT=10 $(ONLINE_ARGS)
 

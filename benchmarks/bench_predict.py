@@ -16,7 +16,7 @@ One run prints every figure next to its baseline:
    and / the best as-served figure (no target: it shows what the HTTP path costs);
 5. zero-shot accuracy on the Banking77 test set through POST /predict, next to
    cosine similarity to the bare label names (template "{name}", in-process);
-6. everything to a JSON file (--out) and a markdown table on stdout for the README.
+6. everything to a JSON file (--out) and a markdown table on stdout for docs/benchmarks.md.
 
 The box this was written for is a shared 2-core machine, so absolute times drift
 from run to run. In-process configurations are measured round-robin and summarised

@@ -31,7 +31,7 @@ from benchmarks.harness.server import ROOT, running_server
 from benchmarks.harness.stats import percentile, rounded
 from training.labels import load_labels
 from training.model import embedded_model_path
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 
 LABELS_FILE = ROOT / "examples" / "support_labels.txt"
 DEFAULT_OUT = RESULTS / "swap.json"
@@ -71,7 +71,7 @@ def summary(loads: list[Load]) -> dict:
 class Swapper:
     """Each call flips CURRENT to the other of two versions; `flips` counts the calls."""
 
-    def __init__(self, base: str, versions: list[str], registry: AdapterRegistry, via: str):
+    def __init__(self, base: str, versions: list[str], registry: LocalRegistry, via: str):
         self.base, self.versions, self.registry, self.via = base, versions, registry, via
         self.flips = 0
 
@@ -95,7 +95,7 @@ async def alternate(base: str, swap: Callable, args: argparse.Namespace) -> dict
     return loads
 
 
-def measure(base: str, versions: list[str], registry: AdapterRegistry, args) -> dict:
+def measure(base: str, versions: list[str], registry: LocalRegistry, args) -> dict:
     """Both kinds of phase, then what the workers say they swapped."""
     swap = Swapper(base, versions, registry, args.via)
     loads = asyncio.run(alternate(base, swap, args))
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     labels = [label.name for label in load_labels(LABELS_FILE)]
     with tempfile.TemporaryDirectory() as tmp:
-        registry = AdapterRegistry(Path(tmp) / "data" / "adapters")
+        registry = LocalRegistry(Path(tmp) / "data" / "adapters")
         model = embedded_model_path()
         versions = [publish_adapter(registry, model, seed=s, labels=labels) for s in (1, 2)]
         env = {"LIVETUNE_LABELS_FILE": str(LABELS_FILE), "LIVETUNE_TRAINER": "false"}

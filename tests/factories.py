@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.harness import adapters
 from training.predictor import Predictor
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 from training.trainer import TrainConfig
 
 TOY_LABELS = ["lost_card", "exchange_rate", "refund_request"]
@@ -20,15 +20,22 @@ KEYWORDS = {
     "refund_request": ["refund", "back", "money"],
 }
 FILLER = ["hello", "world", "i", "my", "the", "a", "is", "want", "to", "know", "please", "how"]
-# A real training run on the tiny model that reliably learns the toy task.
+# A real training run on the tiny model that reliably learns the toy task: as a config
+# for in-process jobs, and as the LIVETUNE_TRAIN__* variables of a server or the CLI.
+TINY_TRAIN = TrainConfig(
+    epochs=25,
+    batch_size=16,
+    learning_rate=2e-2,
+    head_learning_rate=1e-2,
+    head_fit_steps=60,
+    max_tokens=16,
+    margin=0.1,
+)
 TINY_TRAINING = {
-    "LIVETUNE_TRAIN__EPOCHS": "25",
-    "LIVETUNE_TRAIN__BATCH_SIZE": "16",
-    "LIVETUNE_TRAIN__LEARNING_RATE": "0.02",
-    "LIVETUNE_TRAIN__HEAD_LEARNING_RATE": "0.01",
-    "LIVETUNE_TRAIN__HEAD_FIT_STEPS": "60",
-    "LIVETUNE_TRAIN__MAX_TOKENS": "16",
-    "LIVETUNE_TRAIN__MARGIN": "0.1",
+    **{
+        f"LIVETUNE_TRAIN__{name.upper()}": str(getattr(TINY_TRAIN, name))
+        for name in TINY_TRAIN.model_fields_set
+    },
     # Tests wait on these runs: full priority, so a busy machine cannot starve them.
     "LIVETUNE_TRAIN_NICE": "0",
 }
@@ -72,7 +79,7 @@ def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:
 
 
 def publish_adapter(
-    registry: AdapterRegistry,
+    registry: LocalRegistry,
     model_dir,
     seed: int,
     labels: Sequence[str] = TOY_LABELS,

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.harness.server import running_server, wait_until
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 CONVERGE_S = 2.0  # the promise: every worker serves a new CURRENT within this long
@@ -28,7 +28,7 @@ def served(tmp_path_factory, tiny_model_dir):
         LIVETUNE_TRAINER="false",
         LIVETUNE_ACCESS_LOG="false",
     ) as server:
-        yield server.base, AdapterRegistry(server.data_dir / "adapters"), tiny_model_dir
+        yield server.base, LocalRegistry(server.data_dir / "adapters"), tiny_model_dir
 
 
 def workers_on(base: str, version: str) -> bool:

@@ -23,7 +23,7 @@ from service.auth import ADMIN, ANY, BearerAuth, required_scope
 from service.routes import METRICS, OPEN, ROUTES
 from service.settings import ServiceSettings
 from tests.factories import TOY_LABELS, publish_adapter
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 from training.settings import SettingsError, load_settings
 
 PREDICT_TOKEN = "predict-token-5JqF0wKc3nQx"
@@ -98,7 +98,7 @@ def served(tmp_path_factory, tiny_model_dir):
     ):
         client.tmp_path = tmp_path
         client.log = server.log
-        client.registry = AdapterRegistry(server.data_dir / "adapters")
+        client.registry = LocalRegistry(server.data_dir / "adapters")
         yield client
 
 
@@ -230,7 +230,7 @@ def test_activate_refuses_path_traversal(served, version):
 
 @pytest.mark.integration
 def test_a_version_linked_out_of_the_data_dir_is_refused(served, tiny_model_dir, tmp_path):
-    outside = AdapterRegistry(tmp_path / "elsewhere")
+    outside = LocalRegistry(tmp_path / "elsewhere")
     version = publish_adapter(outside, tiny_model_dir, seed=7)  # a real, loadable adapter
     name = "v0900-20260101T000000"
     (served.registry.root / name).symlink_to(outside.root / version, target_is_directory=True)
@@ -300,7 +300,7 @@ def test_a_current_linked_out_of_the_data_dir_is_not_followed(served, tmp_path):
 
 
 def test_registry_does_not_follow_a_linked_current(tmp_path, tiny_model_dir):
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = LocalRegistry(tmp_path / "adapters")
     version = publish_adapter(registry, tiny_model_dir, seed=3)
     (tmp_path / "elsewhere").write_text(version)  # even naming a real version
     (registry.root / "CURRENT").symlink_to(tmp_path / "elsewhere")

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.harness.server import ROOT, running_server
 from tests.factories import tiny_training_env, write_toy_csv
-from training.registry import STAGING_PREFIX, AdapterRegistry
+from training.registry import STAGING_PREFIX, LocalRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def served_adapter(base: str) -> str:
 @pytest.mark.parametrize("point", ["training", "publish", "activate"])
 def test_kill_9_leaves_the_registry_consistent_and_the_service_on_the_last_good(setup, point):
     env, base, _, adapters = setup
-    good = AdapterRegistry(adapters).current()  # the last good one, from setup or a prior case
+    good = LocalRegistry(adapters).current()  # the last good one, from setup or a prior case
     wait_for_adapter(base, good)
     marker = adapters.parent.parent / f"reached-{point}"
     driver = subprocess.Popen(
@@ -104,7 +104,7 @@ def test_kill_9_leaves_the_registry_consistent_and_the_service_on_the_last_good(
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
 
-    registry = AdapterRegistry(adapters)
+    registry = LocalRegistry(adapters)
     assert registry.current() == good
     assert all(registry.get(v.version) for v in registry.versions())  # every version whole
     time.sleep(1.5)  # longer than a swap poll: nothing may have moved the workers

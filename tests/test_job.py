@@ -7,24 +7,13 @@ import threading
 import pytest
 
 from tests.conftest import TOY_LABELS
-from tests.factories import toy_samples
+from tests.factories import TINY_TRAIN, toy_samples
 from training.backends import open_backends
 from training.job import TrainingJob
 from training.job_settings import JobSettings
 from training.labels import Label
 from training.locks import TrainingBusy
 from training.store import NewSample
-from training.trainer import TrainConfig
-
-TINY_TRAIN = TrainConfig(
-    epochs=25,
-    batch_size=16,
-    learning_rate=2e-2,
-    head_learning_rate=1e-2,
-    head_fit_steps=60,
-    max_tokens=16,
-    margin=0.1,
-)
 
 
 @pytest.fixture

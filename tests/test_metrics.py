@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.harness.server import running_server, wait_until
 from service import metrics
 from tests.factories import TOY_LABELS, publish_adapter, tiny_training_env, toy_samples
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 from training.store import NewSample, SQLiteFeedbackStore
 
 WORKERS = 2
@@ -150,7 +150,7 @@ def test_a_training_run_and_the_swaps_it_causes(served, traffic):
     response = httpx.post(f"{base}/feedback", json={"samples": corrections})
     assert response.status_code == 200, response.text
     assert httpx.post(f"{base}/train").status_code == 202
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = LocalRegistry(data_dir / "adapters")
     version = wait_until(registry.current, timeout=240)
     store = SQLiteFeedbackStore(data_dir)
     run = store.last_run()
@@ -181,7 +181,7 @@ def test_a_training_run_and_the_swaps_it_causes(served, traffic):
 @pytest.mark.integration
 def test_a_version_that_fails_to_load_is_counted_once_per_worker(served, tiny_model_dir):
     base, data_dir = served
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = LocalRegistry(data_dir / "adapters")
     serving = registry.current()
     # A damaged version made CURRENT behind the API's back (the API would refuse it).
     bad = publish_adapter(registry, tiny_model_dir, seed=1)

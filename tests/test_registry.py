@@ -9,18 +9,18 @@ import pytest
 
 from training.registry import (
     VERSION_PATTERN,
-    AdapterRegistry,
     InvalidVersion,
+    LocalRegistry,
     RegistryError,
 )
 
 
 @pytest.fixture
 def registry(tmp_path):
-    return AdapterRegistry(tmp_path / "adapters", keep=3)
+    return LocalRegistry(tmp_path / "adapters", keep=3)
 
 
-def publish(registry: AdapterRegistry, **manifest) -> str:
+def publish(registry: LocalRegistry, **manifest) -> str:
     """Publish a version holding a fake weights file; returns its name."""
     version = registry.new_version_name()
     with registry.staging() as folder:
@@ -58,7 +58,7 @@ def test_new_version_names_increase_and_stay_unique_within_a_second(registry):
 def test_new_version_name_follows_published_versions(registry, tmp_path):
     publish(registry)
     publish(registry)
-    fresh = AdapterRegistry(tmp_path / "adapters")  # another process, no memory of names
+    fresh = LocalRegistry(tmp_path / "adapters")  # another process, no memory of names
     assert fresh.new_version_name().startswith("v0003-")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import TOY_LABELS
 from tests.factories import publish_adapter
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 
 
 def test_predict_answers_one_object_per_text(client):
@@ -118,7 +118,7 @@ def test_activate_refusals_name_the_version(client, live, tmp_path, tiny_model_d
     invalid = client.post("/adapters/activate", json={"version": "../../etc"})
     assert invalid.status_code == 400
     assert invalid.json() == refusal(invalid.json()["error"], ["version"], "invalid_version")
-    outside = AdapterRegistry(tmp_path / "elsewhere")
+    outside = LocalRegistry(tmp_path / "elsewhere")
     linked = live.registry.root / "v0900-20260101T000000"
     linked.symlink_to(outside.root / publish_adapter(outside, tiny_model_dir, seed=5))
     try:

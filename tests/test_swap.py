@@ -14,11 +14,11 @@ from service.swap import ServingModel, Watcher, worker_states
 from tests.conftest import TOY_LABELS
 from tests.factories import TEXTS, publish_adapter, zero_shot
 from training.adapters import attach_lora, fingerprint, load_head
-from training.registry import BASE, AdapterRegistry
+from training.registry import BASE, LocalRegistry
 from training.trainer import TrainConfig
 
 
-def reference(model_dir, registry: AdapterRegistry, version: str) -> torch.Tensor:
+def reference(model_dir, registry: LocalRegistry, version: str) -> torch.Tensor:
     """Probabilities of a model built directly with `version`: what serving must match."""
     predictor = zero_shot(model_dir)
     path = registry.materialize(version)
@@ -30,7 +30,7 @@ def reference(model_dir, registry: AdapterRegistry, version: str) -> torch.Tenso
 
 @pytest.fixture
 def setup(tmp_path, tiny_model_dir):
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = LocalRegistry(tmp_path / "adapters")
     predictor = zero_shot(tiny_model_dir)
     serving = ServingModel(
         predictor,
@@ -146,7 +146,7 @@ def test_memory_stays_flat_over_500_swaps(tmp_path):
     from training.model import embedded_model_path
 
     model_dir = Path(embedded_model_path())
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = LocalRegistry(tmp_path / "adapters")
     versions = [publish_adapter(registry, model_dir, seed=s) for s in (1, 2)]
     predictor = zero_shot(model_dir)
     serving = ServingModel(

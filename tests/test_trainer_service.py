@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.harness.server import running_server, wait_until
 from tests.factories import tiny_training_env, toy_samples
-from training.registry import AdapterRegistry
+from training.registry import LocalRegistry
 from training.store import SQLiteFeedbackStore
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def test_enough_corrections_trigger_a_run_that_is_promoted(served):
     for start in range(0, len(samples), 100):
         response = httpx.post(f"{base}/feedback", json={"samples": samples[start : start + 100]})
         assert response.status_code == 200, response.text
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = LocalRegistry(data_dir / "adapters")
     version = wait_until(registry.current)
     store = SQLiteFeedbackStore(data_dir)
     run = store.last_run()

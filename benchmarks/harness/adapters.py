@@ -9,7 +9,7 @@ import torch
 from training.adapters import attach_lora, fingerprint, save_adapter
 from training.labels import Label
 from training.predictor import Predictor, zero_shot_predictor
-from training.registry import BASE, AdapterRegistry
+from training.registry import BASE, LocalRegistry
 from training.trainer import TrainConfig
 
 
@@ -20,7 +20,7 @@ def zero_shot(model_dir, labels: Sequence[str]) -> Predictor:
 
 
 def publish_adapter(
-    registry: AdapterRegistry,
+    registry: LocalRegistry,
     model_dir,
     seed: int,
     labels: Sequence[str],

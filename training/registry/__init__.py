@@ -20,8 +20,6 @@ from training.registry.base import (
 from training.registry.files import check_entries
 from training.registry.local import CURRENT, STAGING_PREFIX, LocalRegistry
 
-AdapterRegistry = LocalRegistry  # the name tests and older code know
-
 
 def open_registry(root: Path, keep: int) -> AdapterStore:
     """The adapter store for the configured location (a local folder until S3 lands)."""
@@ -33,7 +31,6 @@ __all__ = [
     "CURRENT",
     "STAGING_PREFIX",
     "VERSION_PATTERN",
-    "AdapterRegistry",
     "AdapterStore",
     "AdapterVersion",
     "InvalidVersion",
