@@ -1,4 +1,4 @@
-"""The prediction benchmark's report: its ratios and targets, and the markdown for docs/benchmarks.md."""
+"""The prediction benchmark's report: ratios, targets, and the markdown for docs/benchmarks.md."""
 
 from __future__ import annotations
 

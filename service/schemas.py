@@ -146,7 +146,7 @@ class TrainingRunOut(BaseModel):
     data_cursor: int = Field(description="Highest sample id it could see.")
     train_samples: int
     validation_samples: int
-    report: dict = Field(description="The gate's evidence, training steps and timings, warm start, device.")
+    report: dict = Field(description="Gate evidence, training steps and timings, warm start.")
 
 
 class StatusOut(BaseModel):
