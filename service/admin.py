@@ -15,13 +15,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.errors import error_response
+from service.errors import error_response, unavailable
 from service.routes import ROUTES
 from service.schemas import Activated, AdapterOut, StatusOut
-from service.swap import worker_states
+from service.watcher import worker_states
 from training.adapters import check_compatible
-from training.registry import BASE, AdapterStore, InvalidVersion, RegistryError, UnknownVersion
+from training.registry import (
+    BASE,
+    AdapterStore,
+    InvalidVersion,
+    RegistryError,
+    RegistryUnavailable,
+    UnknownVersion,
+)
 from training.schedule import pending_samples
+from training.store import StoreUnavailable
 
 
 def adapter_history(registry: AdapterStore) -> list[AdapterOut]:
@@ -56,7 +64,7 @@ def status(service) -> StatusOut:
         labels=[label.name for label in service.labels],
         ready=service.serving is not None,
         active_adapter=service.registry.current() or BASE,
-        workers=worker_states(service.workers_dir),
+        workers=worker_states(store, service.worker_stale_s),
         pending_samples=pending_samples(store),
         samples=store.count_samples(),
         last_training_run=asdict(last) if last else None,
@@ -78,6 +86,8 @@ def activate(service, version: str) -> Activated | Response:
             adapter.manifest, version, service.serving.base_fingerprint, service.base_model_id
         )
         registry.activate(version)
+    except RegistryUnavailable as exc:
+        return unavailable("registry", exc)
     except UnknownVersion as exc:
         return error_response(404, str(exc), ["version"], "unknown_version")
     except InvalidVersion as exc:
@@ -89,12 +99,21 @@ def activate(service, version: str) -> Activated | Response:
 
 async def _status(request: Request) -> JSONResponse:
     """GET /status."""
-    return JSONResponse(status(bentoml.get_current_service()).model_dump(mode="json"))
+    try:
+        answer = status(bentoml.get_current_service())
+    except StoreUnavailable as exc:
+        return unavailable("store", exc)
+    except RegistryUnavailable as exc:
+        return unavailable("registry", exc)
+    return JSONResponse(answer.model_dump(mode="json"))
 
 
 async def _adapters(request: Request) -> JSONResponse:
     """GET /adapters."""
-    history = adapter_history(bentoml.get_current_service().registry)
+    try:
+        history = adapter_history(bentoml.get_current_service().registry)
+    except RegistryUnavailable as exc:
+        return unavailable("registry", exc)
     return JSONResponse([adapter.model_dump(mode="json") for adapter in history])
 
 

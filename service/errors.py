@@ -30,6 +30,12 @@ def error_response(
     return JSONResponse(error_body(message, loc, kind, items), status_code=status)
 
 
+def unavailable(what: str, exc: Exception) -> JSONResponse:
+    """503 for a dependency that is down (the store, the registry): retry, nothing was done."""
+    message = f"the {what} is unavailable ({exc}); nothing was changed, retry later"
+    return error_response(503, message, [what], f"{what}_unavailable")
+
+
 async def send_error(send, status: int, message: str, loc, kind: str, headers=()) -> None:
     """The error body as the answer of a pure ASGI middleware."""
     payload = json.dumps(error_body(message, loc, kind)).encode()

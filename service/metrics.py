@@ -51,6 +51,15 @@ SWAPS = Counter("livetune_adapter_swaps", "Adapter versions switched in by a wor
 SWAP_FAILURES = Counter(
     "livetune_adapter_swap_failures", "Adapter versions a worker could not load."
 )
+POLL_FAILURES = Counter(
+    "livetune_adapter_poll_failures",
+    "Polls of CURRENT that could not reach the adapter registry (the worker kept serving).",
+)
+PREDICTIONS_DROPPED = Counter(
+    "livetune_prediction_log_dropped",
+    "Served predictions not remembered (queue full, or the store unreachable): a correction"
+    " cannot cite their prediction_id.",
+)
 SWAP_SECONDS = Histogram(
     "livetune_adapter_swap_duration_seconds",
     "Time to load and switch in an adapter version.",
@@ -154,6 +163,14 @@ def record_swap(previous: str, version: str, seconds: float) -> None:
 
 def record_swap_failure() -> None:
     SWAP_FAILURES.inc()
+
+
+def record_poll_failure() -> None:
+    POLL_FAILURES.inc()
+
+
+def record_dropped_predictions(count: int) -> None:
+    PREDICTIONS_DROPPED.inc(count)
 
 
 def record_serving(version: str) -> None:

@@ -53,7 +53,8 @@ ERRORS = {
     413: "The body is larger than LIVETUNE_MAX_BODY_BYTES.",
     415: "A form or multipart body: send JSON.",
     500: "A bug: please report it with the server log.",
-    503: "The model is not loaded yet (see /readyz), or the batching queue is full.",
+    503: "The model is not loaded yet (see /readyz), the batching queue is full, or the"
+    " store or registry is unreachable (`error` says which; retry).",
 }
 
 

@@ -11,14 +11,15 @@ import queue
 import threading
 from collections.abc import Sequence
 
-from training.store import FeedbackStore, PredictionRecord
+from service.metrics import record_dropped_predictions
+from training.store import PredictionRecord, PredictionStore
 
 log = logging.getLogger(__name__)
 MAX_QUEUED = 100_000  # past this, predictions are dropped (feedback by their id will 400)
 
 
 class PredictionLog:
-    def __init__(self, store: FeedbackStore):
+    def __init__(self, store: PredictionStore):
         self.store = store
         self._queue: queue.Queue[list[PredictionRecord]] = queue.Queue(maxsize=MAX_QUEUED)
         self._idle = threading.Condition()
@@ -33,6 +34,7 @@ class PredictionLog:
             self._queue.put_nowait(list(records))
         except queue.Full:
             self._done(1)
+            record_dropped_predictions(len(records))
             log.warning("prediction log is full: %d predictions not remembered", len(records))
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -45,10 +47,12 @@ class PredictionLog:
             batches = [self._queue.get()]
             while not self._queue.empty():
                 batches.append(self._queue.get_nowait())
+            records = [r for batch in batches for r in batch]
             try:
-                self.store.log_predictions([r for batch in batches for r in batch])
-            except Exception:  # serving goes on; only feedback by these ids is lost
-                log.exception("could not log %d prediction batches", len(batches))
+                self.store.log_predictions(records)
+            except Exception as exc:  # serving goes on; only feedback by these ids is lost
+                record_dropped_predictions(len(records))
+                log.warning("could not log %d predictions: %s", len(records), exc)
             self._done(len(batches))
 
     def _done(self, count: int) -> None:

@@ -23,11 +23,25 @@ def _not_blank(text: str) -> str:
     return text
 
 
-def text_type(max_chars: int):
-    """One input text: non-blank, at most `max_chars` characters."""
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refused on every backend, so the API is one.
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
+    return value
+
+
+def short_text(min_length: int, max_length: int):
+    """A string field of a request: its length bounds, and storable."""
     return Annotated[
-        str, StringConstraints(min_length=1, max_length=max_chars), AfterValidator(_not_blank)
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length),
+        AfterValidator(_no_nul),
     ]
+
+
+def text_type(max_chars: int):
+    """One input text: non-blank, storable, at most `max_chars` characters."""
+    return Annotated[short_text(1, max_chars), AfterValidator(_not_blank)]
 
 
 def texts_type(max_texts: int, max_chars: int):
@@ -69,16 +83,14 @@ def feedback_types(max_samples: int, max_chars: int):
         model_config = ConfigDict(extra="forbid")
 
         text: Text | None = Field(None, description="The text, or give prediction_id instead.")
-        prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = (
-            Field(None, description="The id /predict returned; the text is looked up.")
+        prediction_id: short_text(1, 64) | None = Field(
+            None, description="The id /predict returned; the text is looked up."
         )
-        label: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
-            description="The correct label."
-        )
-        source: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        label: short_text(1, 128) = Field(description="The correct label.")
+        source: short_text(0, 128) | None = Field(
             None, description="Who corrected (agent, tool, import...)."
         )
-        id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        id: short_text(1, 128) | None = Field(
             None,
             description="Client idempotency key: a replay with the same id is not stored twice.",
         )
@@ -121,15 +133,20 @@ class Activated(BaseModel):
 
 
 class WorkerState(BaseModel):
-    """One serving worker, as its state file says (service/swap.py `SwapState`)."""
+    """One serving worker of any replica, from its heartbeat (service/swap.py `SwapState`)."""
 
+    host: str = Field(description="The host (pod) it runs on.")
     pid: int
+    last_seen: float = Field(description="When its last heartbeat arrived (Unix time).")
+    stale: bool = Field(description="No heartbeat lately: it died, or cannot reach the store.")
     adapter: str = Field(description="The version this worker serves.")
     since: float = Field(description="When it started serving it (Unix time).")
     swaps: int
     failed_swaps: int = Field(description="Versions it refused to load; it kept serving.")
     last_error: str | None = Field(description="Why the last refused version failed.")
     last_swap_s: float | None = Field(description="How long the last swap took.")
+    poll_failures: int = Field(description="Polls of CURRENT that could not reach the registry.")
+    last_poll_error: str | None = Field(description="Why the last failed poll failed.")
 
 
 class TrainingRunOut(BaseModel):

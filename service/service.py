@@ -13,7 +13,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from service import admin, metrics
 from service.auth import BearerAuth
-from service.errors import error_response
+from service.errors import error_response, unavailable
 from service.feedback import resolve_samples
 from service.limits import BodySizeLimit, JSONBodies, ModelGate
 from service.logs import use_bentoml_logging
@@ -31,14 +31,15 @@ from service.schemas import (
     texts_type,
 )
 from service.settings import ServiceSettings, worker_threads
-from service.swap import ServingModel, Watcher
+from service.swap import ServingModel
 from service.trainer import Trainer, gpu_resources
+from service.watcher import Watcher
 from training.adapters import fingerprint
 from training.backends import open_backends
 from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor
 from training.settings import load_settings
-from training.store import PredictionRecord
+from training.store import PredictionRecord, StoreUnavailable
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune")
@@ -72,7 +73,7 @@ class Livetune:
         self.store = backends.store
         self.registry = backends.registry
         self.prediction_log = PredictionLog(backends.predictions)
-        self.workers_dir = settings.data_dir / "workers"
+        self.worker_stale_s = settings.worker_stale_s
         self.base_model_id = base_model_id(settings.base_model)
         self.serving: ServingModel | None = None
         self.load_error: BaseException | None = None
@@ -101,7 +102,7 @@ class Livetune:
                 base_id=self.base_model_id,
             )
             # Follow CURRENT before declaring ready, so the first answer already uses it.
-            Watcher(serving, self.workers_dir, SWAP_POLL_S).start()
+            Watcher(serving, self.store, SWAP_POLL_S).start()
             self.serving = serving
             log.info("model ready on %s with %d labels, adapter %s",
                      predictor.device, len(self.labels), serving.version)  # fmt: skip
@@ -135,11 +136,14 @@ class Livetune:
     def feedback(self, samples: Samples) -> FeedbackOut:
         """Store labeled corrections, by text or by prediction_id; all or nothing, durable."""
         self.prediction_log.flush()  # ids this worker just served must be findable
-        resolved, errors = resolve_samples(samples, self.label_names, self.store)
-        if errors:
-            message = f"{len(errors)} invalid sample(s); nothing was stored"
-            return error_response(400, message, items=errors)
-        result = self.store.add_samples(resolved)
+        try:
+            resolved, errors = resolve_samples(samples, self.label_names, self.store)
+            if errors:
+                message = f"{len(errors)} invalid sample(s); nothing was stored"
+                return error_response(400, message, items=errors)
+            result = self.store.add_samples(resolved)
+        except StoreUnavailable as exc:  # never a false acknowledgement, never a 500
+            return unavailable("store", exc)
         metrics.record_feedback(resolved, result.new)
         return FeedbackOut(
             ids=result.ids, stored=len(result.ids) - result.duplicates, duplicates=result.duplicates

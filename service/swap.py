@@ -1,7 +1,7 @@
-"""Hot-swap: every serving worker follows the registry's CURRENT pointer.
+"""Hot-swap: a serving worker switches to the version the registry's CURRENT names.
 
-A watcher thread polls CURRENT; a new version is read from disk and loaded into the
-inactive one of two peft adapter slots off the request path, then switched in under the
+The watcher (service/watcher.py) polls CURRENT; a new version is materialized and loaded
+into the inactive one of two peft adapter slots off the request path, then switched in under the
 same lock every batch holds, so a batch is served entirely by one version and reports
 it. The previous version's slot is reused for the next one, so memory stays flat. A
 version that fails to load is remembered, reported, and the current one keeps serving.
@@ -11,13 +11,12 @@ peft's `hotswap_adapter` is not used: it fails on adapters saved with a head.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +41,8 @@ class SwapState:
     failed_swaps: int = 0
     last_error: str | None = None
     last_swap_s: float | None = None
+    poll_failures: int = 0  # polls of CURRENT that could not reach the registry
+    last_poll_error: str | None = None
 
 
 class ServingModel:
@@ -187,57 +188,3 @@ def _slot_parameters(peft_model, slot: str) -> dict:
         for name, param in peft_model.named_parameters()
         if infix in name
     }
-
-
-class Watcher:
-    """Polls CURRENT and makes a ServingModel follow it; publishes the worker's state."""
-
-    def __init__(self, serving: ServingModel, state_dir: Path, poll_s: float = 0.5):
-        self.serving = serving
-        self.state_file = Path(state_dir) / f"{os.getpid()}.json"
-        self.poll_s = poll_s
-        self._stop = threading.Event()
-        self._written: dict | None = None
-
-    def start(self) -> None:
-        self.check()
-        threading.Thread(target=self._run, name="livetune-swap", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def check(self) -> None:
-        """One poll: follow CURRENT, then publish this worker's state if it changed."""
-        self.serving.follow(self.serving.registry.current())
-        state = asdict(self.serving.state)
-        if state != self._written:
-            write_state(self.state_file, state)
-            self._written = state
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.check()
-            except Exception:  # the watcher must outlive any one bad poll
-                log.exception("adapter watcher: poll failed")
-
-
-def write_state(path: Path, state: dict) -> None:
-    """Atomically replace a worker's state file (other workers read it for /status)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(state))
-    os.replace(temp, path)
-
-
-def worker_states(state_dir: Path) -> list[dict]:
-    """The state of every live serving worker, from their state files."""
-    states = []
-    for path in sorted(Path(state_dir).glob("*.json")):
-        try:
-            state = json.loads(path.read_text())
-            os.kill(state["pid"], 0)  # raises if that worker is gone
-        except (OSError, ValueError, KeyError):
-            continue
-        states.append(state)
-    return states

@@ -106,6 +106,26 @@ BAD_BATCHES = [
         "too_long",
     ),
     ("empty batch", [], ["samples"], "too_short"),
+    # PostgreSQL text cannot hold U+0000: refused on every backend, by field.
+    (
+        "NUL in text",
+        [{"text": "a\x00b", "label": "lost_card"}],
+        ["samples", 0, "text"],
+        "value_error",
+    ),
+    ("NUL in label", [{"text": "a", "label": "lost\x00"}], ["samples", 0, "label"], "value_error"),
+    (
+        "NUL in source",
+        [{"text": "a", "label": "lost_card", "source": "\x00"}],
+        ["samples", 0, "source"],
+        "value_error",
+    ),
+    (
+        "NUL in id",
+        [{"text": "a", "label": "lost_card", "id": "k\x00"}],
+        ["samples", 0, "id"],
+        "value_error",
+    ),
     ("label not a string", [{"text": "a", "label": 3}], ["samples", 0, "label"], "string_type"),
 ]
 
@@ -147,3 +167,27 @@ def test_feedback_missing_samples_field_is_a_400(client):
     response = client.post("/feedback", json={"texts": ["a"]})
     assert response.status_code == 400
     assert response.json()["detail"][0]["loc"] == ["samples"]
+
+
+def test_a_store_that_is_down_is_a_503_and_nothing_is_acknowledged(client, monkeypatch):
+    """The in-process store is SQLite, which has no outage to stage: its write is made to
+    fail as PostgreSQL's does when the server is down (tests/test_scaleout.py stops a
+    real one)."""
+    import bentoml
+
+    from training.store import StoreUnavailable
+
+    live = bentoml.get_current_service()
+
+    def down(samples):
+        raise StoreUnavailable("cannot reach postgresql://127.0.0.1:1/livetune")
+
+    monkeypatch.setattr(live.store, "add_samples", down)
+    before = stored_rows(client)
+    response = post(client, {"text": "card gone again", "label": "lost_card"})
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["detail"][0]["loc"] == ["store"]
+    assert body["detail"][0]["type"] == "store_unavailable"
+    assert "unavailable" in body["error"] and "ids" not in body
+    assert stored_rows(client) == before

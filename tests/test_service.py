@@ -42,6 +42,7 @@ BAD_INPUTS = [
     ("texts not a list", {"texts": "my card"}, ["texts"], "list_type"),
     ("text not a string", {"texts": [42]}, ["texts", 0], "string_type"),
     ("null text", {"texts": [None]}, ["texts", 0], "string_type"),
+    ("NUL in a text", {"texts": ["ok", "my\x00card"]}, ["texts", 1], "value_error"),
     ("body not an object", ["my card"], [], "model_type"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import psutil
 import pytest
 import torch
 
-from service.swap import ServingModel, Watcher, worker_states
+from service.swap import ServingModel
+from service.watcher import Watcher, worker_states
 from tests.conftest import TOY_LABELS
 from tests.factories import TEXTS, publish_adapter, zero_shot
 from training.adapters import attach_lora, fingerprint, load_head
 from training.registry import BASE, LocalRegistry
+from training.store import SQLiteFeedbackStore
 from training.trainer import TrainConfig
 
 
@@ -123,9 +126,13 @@ def test_an_adapter_for_another_base_model_is_refused(setup, tiny_model_dir, tmp
     assert "trained on base model" in serving.state.last_error
 
 
-def test_the_watcher_follows_current_and_publishes_worker_state(setup, tiny_model_dir, tmp_path):
+def test_the_watcher_follows_current_and_sends_heartbeats(
+    setup, tiny_model_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("service.watcher.HEARTBEAT_S", 0.1)
     serving, registry = setup
-    watcher = Watcher(serving, tmp_path / "workers", poll_s=0.05)
+    store = SQLiteFeedbackStore(tmp_path / "data")
+    watcher = Watcher(serving, store, poll_s=0.05)
     watcher.start()
     try:
         version = publish_adapter(registry, tiny_model_dir, seed=6)
@@ -135,10 +142,15 @@ def test_the_watcher_follows_current_and_publishes_worker_state(setup, tiny_mode
             assert time.monotonic() < deadline, "the watcher never followed CURRENT"
             time.sleep(0.05)
         time.sleep(0.2)
-        [state] = worker_states(tmp_path / "workers")
+        [state] = worker_states(store, stale_after_s=10)
         assert state["adapter"] == version and state["swaps"] == 1
+        assert state["pid"] == os.getpid() and not state["stale"]
+        time.sleep(0.3)
+        [state] = worker_states(store, stale_after_s=0.1)
+        assert not state["stale"], "an unchanged state is still re-sent as a heartbeat"
     finally:
         watcher.stop()
+        store.close()
 
 
 def test_memory_stays_flat_over_500_swaps(tmp_path):

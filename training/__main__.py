@@ -56,6 +56,8 @@ def check_rows(rows, valid: set[str], max_chars: int) -> list[str]:
             problems.append(f"line {number}: text is missing or empty")
         elif len(text) > max_chars:
             problems.append(f"line {number}: text is longer than {max_chars} characters")
+        elif "\x00" in text:  # PostgreSQL cannot store it: refused on every backend
+            problems.append(f"line {number}: text contains a NUL character")
         if label not in valid:
             problems.append(f"line {number}: unknown label {label!r}")
     return problems

@@ -220,5 +220,10 @@ class TrainingJob:
             save_adapter(warm.predictor.model, names, folder)
             self.registry.publish(folder, version, manifest)
         self.registry.activate(version)
-        self.registry.prune()
+        self.registry.prune(spare=self._served_versions())
         return version
+
+    def _served_versions(self) -> set[str]:
+        """Versions a live worker of any replica still serves: never pruned from under it."""
+        live = self.store.workers(seen_within_s=self.settings.worker_stale_s)
+        return {worker.state.get("adapter") for worker in live} - {None, BASE}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from training.labels import DEFAULT_TEMPLATE, Label, load_labels, parse_labels
@@ -82,6 +82,26 @@ class CoreSettings(BaseSettings):
     prediction_retention_hours: float = Field(
         168.0, gt=0, description="How long a prediction_id stays valid for feedback."
     )
+    store_url: SecretStr = Field(
+        SecretStr(""),
+        description="Where corrections, predictions, runs and heartbeats live: empty = SQLite"
+        " files in the data directory; `postgresql://user:password@host:5432/db` = PostgreSQL"
+        " (never printed).",
+    )
+    adapters_url: str = Field(
+        "",
+        description="Where adapters and CURRENT live: empty = the data directory;"
+        " `s3://bucket/prefix` = an S3-compatible object store (AWS credential chain).",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3 endpoint for MinIO, Ceph, R2 and the like; empty = AWS S3."
+    )
+    worker_stale_s: float = Field(
+        10.0,
+        gt=0,
+        description="A serving worker whose heartbeat is older is shown as stale in /status,"
+        " and its adapter may be pruned.",
+    )
     keep_adapters: int = Field(
         20, ge=1, description="Adapter versions kept (plus the active one); older ones are pruned."
     )
@@ -114,6 +134,21 @@ class CoreSettings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, value: SecretStr) -> SecretStr:
+        scheme = value.get_secret_value().partition("://")[0]
+        if value.get_secret_value() and scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be empty (SQLite) or a postgresql:// URL")
+        return value
+
+    @field_validator("adapters_url")
+    @classmethod
+    def _known_registry(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and value[5:].strip("/")):
+            raise ValueError("must be empty (the data directory) or s3://bucket[/prefix]")
+        return value
+
     @model_validator(mode="after")
     def _one_label_source(self) -> CoreSettings:
         if self.labels is not None and self.labels_file is not None:
@@ -137,7 +172,8 @@ class CoreSettings(BaseSettings):
 
     @property
     def adapters_dir(self) -> Path:
-        return self.data_dir / "adapters"
+        """The local registry, or the local cache of an object store's versions."""
+        return self.data_dir / ("adapter-cache" if self.adapters_url else "adapters")
 
 
 def load_settings(

@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,7 +145,7 @@ def running_server(tmp_path: Path, ready_timeout: float = 180, **env: str) -> It
     """`start_server`, ready on every worker, stopped on exit.
 
     /readyz is answered by whichever worker takes the connection, so this also waits for
-    every worker's state file (each writes it once its model is loaded). When anything
+    every worker's heartbeat (each sends it once its model is loaded). When anything
     fails meanwhile the log's tail goes to stderr: the server's side of it is there.
     """
     port = free_port()
@@ -154,10 +155,34 @@ def running_server(tmp_path: Path, ready_timeout: float = 180, **env: str) -> It
     workers = int(env.get("LIVETUNE_WORKERS", "1"))
     try:
         wait_for(f"{base}/readyz", process, timeout=ready_timeout)
-        wait_until(lambda: len(list((data_dir / "workers").glob("*.json"))) >= workers)
+        wait_until(lambda: len(heartbeating(server, shared="LIVETUNE_STORE_URL" in env)) >= workers)
         yield server
     except Exception:
         print(f"server log tail:\n{log_tail(server.log)}", file=sys.stderr, flush=True)
         raise
     finally:
         stop_server(process)
+
+
+def heartbeating(server: Server, shared: bool = False) -> set[int]:
+    """Pids of this server's workers that have sent a heartbeat.
+
+    Read from the SQLite file in its data directory, or, for a server on a shared store,
+    from /status (open while no token is configured), which lists every replica's workers.
+    """
+    pids = {p.pid for p in server_processes(server.process)}
+    if shared:
+        try:
+            workers = httpx.get(f"{server.base}/status", timeout=5).json()["workers"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return set()
+        host = socket.gethostname()
+        return {w["pid"] for w in workers if w["host"] == host and not w["stale"]} & pids
+    path = server.data_dir / "workers.sqlite3"
+    if not path.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        try:
+            return {pid for (pid,) in db.execute("SELECT pid FROM workers")} & pids
+        except sqlite3.OperationalError:  # not created yet
+            return set()

@@ -14,6 +14,7 @@ from training.registry.base import (
     AdapterVersion,
     InvalidVersion,
     RegistryError,
+    RegistryUnavailable,
     UnknownVersion,
     check_name,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidVersion",
     "LocalRegistry",
     "RegistryError",
+    "RegistryUnavailable",
     "UnknownVersion",
     "check_entries",
     "check_name",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,12 @@ class InvalidVersion(RegistryError):
 
 class UnknownVersion(InvalidVersion):
     """A well-formed version name that was never published (or has been pruned)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry cannot be reached right now (an object store that is down); retry.
+
+    Serving keeps the adapter it has in memory; the failed poll is counted and shown."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,9 @@ class AdapterStore(abc.ABC):
         """Make the files written into `staging` the published `version` (not activated)."""
 
     @abc.abstractmethod
-    def prune(self) -> list[str]:
-        """Delete old versions beyond the kept number, never the active one; returns names."""
+    def prune(self, spare: Collection[str] = ()) -> list[str]:
+        """Delete old versions beyond the kept number, never the active one nor those in
+        `spare` (versions a live worker still serves); returns the names deleted."""
 
     @abc.abstractmethod
     def clean_staging(self) -> int:

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -193,11 +193,11 @@ class LocalRegistry(AdapterStore):
                 log.warning("skipping adapter folder %s: %s", name, err)
         return found
 
-    def prune(self) -> list[str]:
-        """Delete all but the `keep` newest versions, always sparing CURRENT; returns names."""
-        current = self.current()
+    def prune(self, spare: Collection[str] = ()) -> list[str]:
+        """Delete all but the `keep` newest versions, sparing CURRENT and `spare`."""
+        kept = {self.current(), *spare}
         older = [v.version for v in self.versions()][: -self.keep or None]
-        removed = [name for name in older if name != current]
+        removed = [name for name in older if name not in kept]
         for name in removed:
             # Rename first: a crash mid-delete leaves staging debris, never a partial version.
             doomed = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"

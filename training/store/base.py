@@ -13,20 +13,35 @@ from training.store.records import (
     RunState,
     StoredSample,
     TrainingRun,
+    WorkerRecord,
 )
 
 __all__ = [
     "AddResult",
     "CorrectionStore",
     "FeedbackStore",
+    "NewerSchemaError",
     "NewSample",
     "PredictionRecord",
     "PredictionStore",
     "RunState",
     "RunStore",
     "StoredSample",
+    "StoreUnavailable",
     "TrainingRun",
+    "WorkerRecord",
+    "WorkerStore",
 ]
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached right now (a database that is down); retry later.
+
+    Callers answer 503 instead of 500, and never acknowledge what was not stored."""
+
+
+class NewerSchemaError(RuntimeError):
+    """The database was migrated by a newer livetune; this code must not write to it."""
 
 
 class CorrectionStore(abc.ABC):
@@ -116,8 +131,25 @@ class RunStore(abc.ABC):
         return runs[0] if runs else None
 
 
-class FeedbackStore(CorrectionStore, PredictionStore, RunStore):
-    """Everything the service and the trainer keep: corrections, predictions and runs."""
+class WorkerStore(abc.ABC):
+    """Heartbeats of the serving workers, so /status on any replica can list them all."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, host: str, pid: int, state: dict) -> None:
+        """Record that this worker is alive and what it serves (last_seen = now)."""
+
+    @abc.abstractmethod
+    def workers(self, *, seen_within_s: float | None = None) -> list[WorkerRecord]:
+        """Known workers, by id; only those seen in the last `seen_within_s` if given."""
+
+    @abc.abstractmethod
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop a worker's heartbeat (it is shutting down cleanly)."""
+
+
+class FeedbackStore(CorrectionStore, PredictionStore, RunStore, WorkerStore):
+    """Everything the service and the trainer keep: corrections, predictions, runs and
+    worker heartbeats."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -91,3 +91,14 @@ class TrainingRun:
     train_samples: int
     validation_samples: int
     report: dict  # metrics, timings, hyper-parameters
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A serving worker's last heartbeat: who it is and what it serves (its `state`)."""
+
+    worker_id: str  # "host:pid", unique among live workers
+    host: str
+    pid: int
+    last_seen: float  # store time of the last heartbeat
+    state: dict  # adapter, since, swaps, failed swaps, last error... as the worker says

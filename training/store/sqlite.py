@@ -24,9 +24,11 @@ from training.store.records import (
     RunState,
     StoredSample,
     TrainingRun,
+    WorkerRecord,
 )
 from training.store.sqlite_predictions import SQLitePredictionLog
 from training.store.sqlite_schema import FEEDBACK_SCHEMA, connect, transaction
+from training.store.sqlite_workers import SQLiteWorkers
 
 SAMPLE_COLUMNS = (
     "id, text, label, split, source, client_id, prediction_id, predicted_label, adapter,"
@@ -111,6 +113,7 @@ class SQLiteFeedbackStore(FeedbackStore):
                 max_count=prediction_max_count,
                 max_age_s=prediction_max_age_s,
             )
+            self._workers = SQLiteWorkers(self.data_dir / "workers.sqlite3")
         except BaseException:
             self._db.close()
             raise
@@ -234,7 +237,17 @@ class SQLiteFeedbackStore(FeedbackStore):
     def prune_predictions(self) -> None:
         self._prediction_log.prune_predictions()
 
+    def heartbeat(self, worker_id: str, host: str, pid: int, state: dict) -> None:
+        self._workers.heartbeat(worker_id, host, pid, state)
+
+    def workers(self, *, seen_within_s: float | None = None) -> list[WorkerRecord]:
+        return self._workers.workers(seen_within_s=seen_within_s)
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._workers.forget_worker(worker_id)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
         self._prediction_log.close()
+        self._workers.close()

@@ -12,11 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.store.base import NewerSchemaError  # noqa: F401  (re-exported, its old home)
+
 BUSY_TIMEOUT_MS = 60_000
-
-
-class NewerSchemaError(RuntimeError):
-    """The file was migrated by a newer livetune; this code must not write to it."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +84,22 @@ PREDICTIONS_SCHEMA = Schema(
 )""",
             "CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at)",
             "CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key)",
+        ),
+    )
+)
+
+# Heartbeats are rewritten every few seconds: a file of their own (synchronous=NORMAL),
+# so they never queue behind a correction's fsync or the prediction log's writes.
+WORKERS_SCHEMA = Schema(
+    migrations=(
+        (
+            """CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    last_seen REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT '{}'
+)""",
         ),
     )
 )
