@@ -1,6 +1,13 @@
 """Durable storage of labeled corrections, recent predictions and training runs."""
 
-from training.store.base import CorrectionStore, FeedbackStore, PredictionStore, RunStore
+from training.store.base import (
+    CorrectionStore,
+    FeedbackStore,
+    PredictionStore,
+    RunStore,
+    StoreUnavailable,
+    WorkerStore,
+)
 from training.store.policy import SampleWriter
 from training.store.records import (
     AddResult,
@@ -9,6 +16,7 @@ from training.store.records import (
     RunState,
     StoredSample,
     TrainingRun,
+    WorkerRecord,
 )
 from training.store.sqlite import SQLiteFeedbackStore
 from training.store.sqlite_predictions import SQLitePredictionLog
@@ -27,6 +35,9 @@ __all__ = [
     "SQLiteFeedbackStore",
     "SQLitePredictionLog",
     "SampleWriter",
+    "StoreUnavailable",
     "StoredSample",
     "TrainingRun",
+    "WorkerRecord",
+    "WorkerStore",
 ]
