@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from service import metrics
 from service.swap import ServingModel
-from training.registry import RegistryUnavailable
+from training.registry import RegistryError
 from training.store import WorkerStore
 
 log = logging.getLogger("livetune.swap")
@@ -48,10 +48,11 @@ class Watcher:
         """One poll: follow CURRENT, then send this worker's heartbeat if it is due."""
         try:
             target = self.serving.registry.current()
-        except RegistryUnavailable as exc:  # keep serving what is in memory; say so
+        except RegistryError as exc:  # unreachable, or refused: keep serving; say so
             self._poll_failed(exc)
         else:
             self.serving.follow(target)
+            self.serving.state.last_poll_error = None
         self._heartbeat()
 
     def _poll_failed(self, exc: Exception) -> None:

@@ -117,3 +117,28 @@ def client(tiny_model_dir, tmp_path_factory):
             wait_ready(client)
             client.data_dir = tmp_path / "data"
             yield client
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on a free loopback port, shared by the session's object-store tests."""
+    from tests.s3 import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py), stopped at its end;
+    skipped where PostgreSQL is not installed, failed in CI."""
+    from tests import pg
+
+    with pg.cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a fresh, empty database of the test's own on the session's cluster."""
+    return postgres_server.create_database()

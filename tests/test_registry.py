@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.registry_contract import RegistryContract
 from training.registry import (
     VERSION_PATTERN,
     InvalidVersion,
@@ -18,6 +19,22 @@ from training.registry import (
 @pytest.fixture
 def registry(tmp_path):
     return LocalRegistry(tmp_path / "adapters", keep=3)
+
+
+class TestLocalRegistry(RegistryContract):
+    """The adapter-store contract on a local folder."""
+
+    @pytest.fixture
+    def registry(self, tmp_path):
+        return LocalRegistry(tmp_path / "adapters", keep=3)
+
+    @pytest.fixture
+    def reopen(self, tmp_path):
+        return lambda: LocalRegistry(tmp_path / "adapters", keep=3)
+
+    def leave_half_version(self, registry, version):
+        (registry.root / version).mkdir()
+        (registry.root / version / "adapter_model.safetensors").write_bytes(b"half")
 
 
 def publish(registry: LocalRegistry, **manifest) -> str:

@@ -1,6 +1,7 @@
-"""`python -m training import FILE | export | run [--once] | runs`.
+"""`python -m training import FILE | export | run [--once] | runs | migrate-store | ...`.
 
-Seed the feedback store, dump it, train (on the trigger, or once now), list runs.
+Seed the feedback store, dump it, train (on the trigger, or once now), list runs, move
+the data to another store or registry.
 
 Reads the same LIVETUNE_* settings as the service (data directory, labels, limits).
 """
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from training import migrate
 from training.backends import open_store
 from training.job_settings import JobSettings
 from training.settings import CoreSettings, SettingsError, load_settings
@@ -146,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one run now, then exit")
     runs = commands.add_parser("runs", help="recent training runs as JSON Lines, newest first")
     runs.add_argument("--limit", type=int, default=20)
+    migrate.add_commands(commands)
     return root
 
 
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return import_file(args, settings)
         commands = {"export": export_samples, "run": run_training, "runs": list_runs}
-        return commands[args.command](args, settings)
+        return {**commands, **migrate.COMMANDS}[args.command](args, settings)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,11 +1,10 @@
 """Adapter stores: where published adapter versions and the CURRENT pointer live.
 
-`open_registry` picks the implementation; today the local file system, one class a file.
+One implementation a file: the local file system (`local.py`) and an S3-compatible
+object store (`s3.py`); `training/backends.py` picks one from the settings.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from training.registry.base import (
     BASE,
@@ -22,9 +21,13 @@ from training.registry.files import check_entries
 from training.registry.local import CURRENT, STAGING_PREFIX, LocalRegistry
 
 
-def open_registry(root: Path, keep: int) -> AdapterStore:
-    """The adapter store for the configured location (a local folder until S3 lands)."""
-    return LocalRegistry(root, keep=keep)
+def __getattr__(name: str):
+    # S3Registry is loaded on first use, so importing the package never imports boto3.
+    if name == "S3Registry":
+        from training.registry.s3 import S3Registry
+
+        return S3Registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -38,8 +41,8 @@ __all__ = [
     "LocalRegistry",
     "RegistryError",
     "RegistryUnavailable",
+    "S3Registry",
     "UnknownVersion",
     "check_entries",
     "check_name",
-    "open_registry",
 ]
