@@ -49,9 +49,11 @@ log = logging.getLogger(__name__)
 CURRENT = "CURRENT"
 VERSIONS = "versions/"
 MAX_MANIFEST_BYTES = 1 << 20
-# A publish uploads its files one by one before the manifest, possibly from another host:
-# only a manifest-less upload whose newest file is older than this is taken for debris.
-STALE_UPLOAD_S = 15 * 60
+# clean_staging runs under the run lock (the store's, across hosts), so no other trainer
+# is publishing: every manifest-less upload in the bucket is debris of a dead run. Partial
+# downloads in the local cache may belong to a serving worker of this host still at it:
+# only those older than this are taken for debris.
+STALE_DOWNLOAD_S = 15 * 60
 
 Stored = dict[str, dict[str, StoredObject]]  # version -> file name -> object
 
@@ -240,8 +242,9 @@ class S3Registry(AdapterStore):
             for name in full["files"]:
                 with open(staging / name, "rb") as f:
                     self.bucket.put(f"{VERSIONS}{version}/{name}", f)
-        # Checked again before the manifest makes the version real: a clean_staging on
-        # another host may have taken a very slow upload for debris meanwhile.
+        # Checked again before the manifest makes the version real: every file must be
+        # there as uploaded (a store that lost one, or a clean_staging run outside the
+        # run lock, must not yield a version that cannot be loaded).
         stored = {n: o.size for n, o in self._stored(version).get(version, {}).items()}
         check_stored(stored, listed_files(full, self._where(version)), self._where(version))
         lost = f"adapter version {version!r} was published meanwhile; use new_version_name()"
@@ -270,16 +273,12 @@ class S3Registry(AdapterStore):
         return removed
 
     def clean_staging(self) -> int:
-        """Delete manifest-less uploads older than STALE_UPLOAD_S, and local debris."""
-        # The store's LastModified against this host's clock: a skew of minutes is spared
-        # by the margin, and a version in progress elsewhere keeps adding fresh files.
-        cutoff = time.time() - STALE_UPLOAD_S
+        """Delete manifest-less uploads (a publish that died) and old local debris."""
         count = 0
         for name, objects in self._stored().items():
-            newest = max(item.modified.timestamp() for item in objects.values())
-            if MANIFEST in objects or newest > cutoff:
+            if MANIFEST in objects:
                 continue
             with self.bucket.calls(f"deleting the unfinished upload {name}"):
                 self.bucket.delete([item.key for item in objects.values()])
             count += 1
-        return count + self.cache.clean(STALE_UPLOAD_S)
+        return count + self.cache.clean(STALE_DOWNLOAD_S)
