@@ -140,5 +140,5 @@ def postgres_server():
 
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
-    """The URL of a fresh, empty database of the test's own on the session's cluster."""
-    return postgres_server.create_database()
+    """The URL of a fresh, empty database (a schema of the test's own) on the cluster."""
+    return postgres_server.fresh_url()

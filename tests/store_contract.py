@@ -28,6 +28,25 @@ def _write_many(open_store, worker: int, count: int) -> None:
     store.close()
 
 
+def _write_overlapping(open_store, worker: int, count: int) -> None:
+    """Batches that mix a text of this worker's own with texts every worker relabels."""
+    store = open_store()
+    for i in range(count):
+        shared = NewSample(f"shared text {i % 7}", "ab"[(worker + i) % 2])
+        store.add_samples([NewSample(f"worker {worker} own {i}", "x"), shared])
+    store.close()
+
+
+def _spawn(target, open_store, workers: int, count: int) -> list:
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=target, args=(open_store, w, count)) for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    return processes
+
+
 def _corrected(text: str, label: str, served: str) -> NewSample:
     return NewSample(text, label, prediction_id=f"p-{text}", predicted_label=served)
 
@@ -164,16 +183,58 @@ class StoreContract:
         assert store.agreement(window=3) == (2, 3)
 
     def test_concurrent_writer_processes_lose_nothing(self, open_store):
-        context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=_write_many, args=(open_store, w, 100)) for w in range(4)]
-        for process in workers:
-            process.start()
+        workers = _spawn(_write_many, open_store, 4, 100)
         for process in workers:
             process.join(120)
             assert process.exitcode == 0
         store = open_store()
         assert store.count_samples() == 400
         store.close()
+
+    def test_concurrent_writers_commit_ids_in_order_and_never_duplicate(self, open_store):
+        # The trainer's cursor is max(id): an id committed below a cursor already seen
+        # would never be trained on. So every snapshot taken while writers race must stay
+        # exactly the set of ids up to its max, whatever commits afterwards.
+        workers = _spawn(_write_overlapping, open_store, 4, 40)
+        store = open_store()
+        snapshots = []
+        while any(process.is_alive() for process in workers):
+            snapshots.append([s.id for s in store.samples(include_superseded=True)])
+            time.sleep(0.005)
+        for process in workers:
+            process.join(120)
+            assert process.exitcode == 0
+        final = [s.id for s in store.samples(include_superseded=True)]
+        assert len(snapshots) > 1
+        for seen in snapshots:
+            assert [i for i in final if i <= max(seen, default=0)] == seen
+        active = [text_key(s.text) for s in store.samples()]
+        assert len(active) == len(set(active)) == 4 * 40 + 7  # one active answer per text
+        store.close()
+
+    def test_an_empty_batch_stores_nothing(self, store):
+        result = store.add_samples([])
+        assert (result.ids, result.new) == ([], [])
+        assert store.max_sample_id() == 0
+
+    def test_texts_and_fields_round_trip_exactly(self, store):
+        text = 'Mon  "carte"\n perdue 💳 — ça?'
+        sample = NewSample(text, "lost_card", source="src", client_id="c", prediction_id="p",
+                           predicted_label="other", adapter="v0003")  # fmt: skip
+        [sample_id] = store.add_samples([sample]).ids
+        [stored] = store.samples()
+        assert (stored.id, stored.text, stored.label, stored.split) == (
+            sample_id,
+            text,
+            "lost_card",
+            split_for(text_key(text), 20),
+        )
+        assert (stored.source, stored.client_id, stored.prediction_id) == ("src", "c", "p")
+        assert (stored.predicted_label, stored.adapter, stored.superseded_by) == (
+            "other",
+            "v0003",
+            None,
+        )
 
     # The prediction log.
 
@@ -209,7 +270,64 @@ class StoreContract:
         assert set(kept) == {"p2", "p3", "p4"}
         store.close()
 
+    def test_logging_a_prediction_id_again_replaces_it(self, store):
+        store.log_predictions([PredictionRecord("p1", "first", "a", 0.5, "v1")])
+        store.log_predictions([PredictionRecord("p1", "second", "b", 0.7, "v2")])
+        found = store.get_predictions(["p1"])["p1"]
+        assert (found.text, found.label, found.score, found.adapter) == ("second", "b", 0.7, "v2")
+        assert store.latest_prediction_for_text(["first"]) == {}
+
+    def test_many_predictions_are_found_in_one_call(self, store):
+        created = time.time() - 0.123456789
+        records = [
+            PredictionRecord(f"p{i}", f"text {i}", "x", i / 1000, "base", created_at=created)
+            for i in range(1200)
+        ]
+        store.log_predictions(records)
+        found = store.get_predictions([r.id for r in records])
+        assert found == {r.id: r for r in records}  # floats and times exactly as logged
+
+    # Worker heartbeats.
+
+    def test_a_heartbeat_is_listed_and_the_next_replaces_it(self, store):
+        assert store.workers() == []
+        store.heartbeat("host-b:7", "host-b", 7, {"adapter": "v1"})
+        state = {"adapter": "v2", "swaps": 3, "last_error": None, "labels": ["a", "ü"]}
+        store.heartbeat("host-b:7", "host-b", 7, state)
+        store.heartbeat("host-a:9", "host-a", 9, {})
+        first, second = store.workers()
+        assert (first.worker_id, first.host, first.pid, first.state) == (
+            "host-a:9",
+            "host-a",
+            9,
+            {},
+        )
+        assert (second.worker_id, second.state) == ("host-b:7", state)
+        assert abs(second.last_seen - time.time()) < 5  # the store's clock, near this host's
+
+    def test_workers_seen_within_leaves_out_stale_ones(self, store):
+        store.heartbeat("stale:1", "stale", 1, {})
+        time.sleep(1.0)
+        store.heartbeat("fresh:2", "fresh", 2, {})
+        assert [w.worker_id for w in store.workers(seen_within_s=0.5)] == ["fresh:2"]
+        assert [w.worker_id for w in store.workers()] == ["fresh:2", "stale:1"]
+
+    def test_a_forgotten_worker_is_no_longer_listed(self, store, open_store):
+        store.heartbeat("w:1", "w", 1, {})
+        store.heartbeat("w:2", "w", 2, {})
+        store.forget_worker("w:1")
+        store.forget_worker("never-seen")
+        other = open_store()
+        assert [w.worker_id for w in other.workers()] == ["w:2"]
+        other.close()
+
     # Training runs.
+
+    def test_a_run_report_round_trips_as_json(self, store):
+        run_id = self.start_run(store)
+        report = {"f1": 0.912345678901, "labels": ["ça", "b"], "nested": {"n": 3, "x": None}}
+        store.finish_run(run_id, state="promoted", reason="ok", candidate="v1", report=report)
+        assert store.last_run().report == report
 
     def test_runs_filtered_by_state(self, store):
         promoted = self.finished_run(store, "promoted")

@@ -8,6 +8,7 @@ from training.store.base import (
     StoreUnavailable,
     WorkerStore,
 )
+from training.store.copy import copy_store
 from training.store.policy import SampleWriter
 from training.store.records import (
     AddResult,
@@ -29,6 +30,7 @@ __all__ = [
     "NewSample",
     "NewerSchemaError",
     "PredictionRecord",
+    "PostgresStore",
     "PredictionStore",
     "RunState",
     "RunStore",
@@ -40,4 +42,15 @@ __all__ = [
     "TrainingRun",
     "WorkerRecord",
     "WorkerStore",
+    "copy_store",
 ]
+
+
+def __getattr__(name: str):
+    # PostgresStore imports psycopg: loaded on first use, so that a host on SQLite needs
+    # neither psycopg nor its import time.
+    if name == "PostgresStore":
+        from training.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,11 +12,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from training.store import policy
 from training.store.base import FeedbackStore
+from training.store.copy import COLUMNS
 from training.store.records import (
     AddResult,
     NewSample,
@@ -38,6 +39,7 @@ RUN_COLUMNS = (
     "id, trigger, state, reason, started_at, finished_at, parent, candidate, data_cursor,"
     " train_samples, validation_samples, report"
 )
+DUMP_PAGE = 1_000
 
 
 def first_value(row: tuple | None):
@@ -245,6 +247,36 @@ class SQLiteFeedbackStore(FeedbackStore):
 
     def forget_worker(self, worker_id: str) -> None:
         self._workers.forget_worker(worker_id)
+
+    # Dump and restore, for `copy.copy_store`.
+    def dump_rows(self, table: str) -> Iterator[tuple]:
+        """Every row of `table` in `copy.COLUMNS` order, oldest first, a page at a time."""
+        if table == "predictions":
+            return self._prediction_log.dump_rows()
+        return self._dump_pages(f"SELECT {', '.join(COLUMNS[table])} FROM {table}")
+
+    def _dump_pages(self, select: str) -> Iterator[tuple]:
+        after = 0
+        while True:
+            with self._lock:  # per page: other threads may write between pages
+                page = self._db.execute(
+                    f"{select} WHERE id > ? ORDER BY id LIMIT ?", (after, DUMP_PAGE)
+                ).fetchall()
+            if not page:
+                return
+            yield from page
+            after = page[-1][0]
+
+    def restore_rows(self, table: str, rows: Iterable[tuple]) -> int:
+        """Insert dumped rows, ids and all, in one transaction; meant for an empty table.
+        AUTOINCREMENT moves the id sequence past the highest id inserted."""
+        if table == "predictions":
+            return self._prediction_log.restore_rows(rows)
+        columns = COLUMNS[table]
+        marks = ", ".join("?" * len(columns))
+        insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        with self._lock, transaction(self._db) as db:
+            return db.executemany(insert, rows).rowcount
 
     def close(self) -> None:
         with self._lock:

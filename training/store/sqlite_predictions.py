@@ -10,15 +10,17 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from training.split import text_key
 from training.store.base import PredictionStore
+from training.store.copy import COLUMNS
 from training.store.records import PredictionRecord
 from training.store.sqlite_schema import PREDICTIONS_SCHEMA, connect, transaction
 
 PRUNE_EVERY_S = 30.0
+DUMP_PAGE = 1_000
 
 
 class SQLitePredictionLog(PredictionStore):
@@ -93,6 +95,28 @@ class SQLitePredictionLog(PredictionStore):
                     pairs = tuple((label, score) for label, score in json.loads(top))
                     found[value] = PredictionRecord(*fields, top=pairs)
         return found
+
+    def dump_rows(self) -> Iterator[tuple]:
+        """Every entry in `copy.COLUMNS` order, oldest logged first, a page at a time."""
+        select = f"SELECT rowid, {', '.join(COLUMNS['predictions'])} FROM predictions"
+        after = 0
+        while True:
+            with self._lock:
+                page = self._db.execute(
+                    f"{select} WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, DUMP_PAGE)
+                ).fetchall()
+            if not page:
+                return
+            yield from (row[1:] for row in page)
+            after = page[-1][0]
+
+    def restore_rows(self, rows: Iterable[tuple]) -> int:
+        """Append dumped entries in their order, in one transaction."""
+        columns = COLUMNS["predictions"]
+        marks = ", ".join("?" * len(columns))
+        insert = f"INSERT INTO predictions ({', '.join(columns)}) VALUES ({marks})"
+        with self._lock, transaction(self._db) as db:
+            return db.executemany(insert, rows).rowcount
 
     def close(self) -> None:
         with self._lock:
