@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import anyio.to_thread
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -99,8 +100,8 @@ def activate(service, version: str) -> Activated | Response:
 
 async def _status(request: Request) -> JSONResponse:
     """GET /status."""
-    try:
-        answer = status(bentoml.get_current_service())
+    try:  # in a thread: the store may take seconds to answer, or to fail
+        answer = await anyio.to_thread.run_sync(status, bentoml.get_current_service())
     except StoreUnavailable as exc:
         return unavailable("store", exc)
     except RegistryUnavailable as exc:
@@ -111,7 +112,8 @@ async def _status(request: Request) -> JSONResponse:
 async def _adapters(request: Request) -> JSONResponse:
     """GET /adapters."""
     try:
-        history = adapter_history(bentoml.get_current_service().registry)
+        registry = bentoml.get_current_service().registry
+        history = await anyio.to_thread.run_sync(adapter_history, registry)
     except RegistryUnavailable as exc:
         return unavailable("registry", exc)
     return JSONResponse([adapter.model_dump(mode="json") for adapter in history])

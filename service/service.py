@@ -7,6 +7,7 @@ import os
 import threading
 import uuid
 
+import anyio.to_thread
 import bentoml
 import torch
 from bentoml.exceptions import ServiceUnavailable
@@ -132,9 +133,20 @@ class Livetune:
             self._remember(texts, answers)
         return answers
 
+    # Handlers that wait on the store or the registry are async and wait in threads of
+    # their own: BentoML runs sync handlers on one thread per worker (its `threads`
+    # setting), so a store that takes seconds to fail would otherwise hold up /predict.
     @bentoml.api
-    def feedback(self, samples: Samples) -> FeedbackOut:
+    async def feedback(self, samples: Samples) -> FeedbackOut:
         """Store labeled corrections, by text or by prediction_id; all or nothing, durable."""
+        return await anyio.to_thread.run_sync(self._store_feedback, samples)
+
+    @bentoml.api(route="/adapters/activate")
+    async def activate(self, version: str) -> Activated:
+        """Make `version` the active adapter ("base" = none): rollback or roll forward."""
+        return await anyio.to_thread.run_sync(admin.activate, self, version)
+
+    def _store_feedback(self, samples) -> FeedbackOut:
         self.prediction_log.flush()  # ids this worker just served must be findable
         try:
             resolved, errors = resolve_samples(samples, self.label_names, self.store)
@@ -162,11 +174,6 @@ class Livetune:
         # A handler that takes ctx gets ctx's status, even on a Response it returns.
         ctx.response.status_code = 409
         return error_response(409, message, kind=kind)
-
-    @bentoml.api(route="/adapters/activate")
-    def activate(self, version: str) -> Activated:
-        """Make `version` the active adapter ("base" = none): rollback or roll forward."""
-        return admin.activate(self, version)
 
     def _remember(self, texts: list[str], answers: list[PredictionOut]) -> None:
         """Queue the batch for the prediction log, so feedback can cite a prediction_id."""

@@ -63,6 +63,7 @@ def start_server(
         **env,
     )
     command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     with open(log_path(tmp_path, port), "wb") as log:  # the child keeps its own copy
         process = subprocess.Popen(
             [*command, "--port", str(port)],

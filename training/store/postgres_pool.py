@@ -51,6 +51,7 @@ class Database:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, timeout_s: float = 5.0):
         params = conninfo_to_dict(url)
+        self._down: str | None = None  # why the server is taken for down, None = it is up
         self.where = describe(params)
         self._password = params.get("password") or ""
         self.conninfo = make_conninfo(
@@ -75,6 +76,18 @@ class Database:
         )
         self._pool.open(wait=False)
 
+    def _fail_fast(self) -> None:
+        """While the server is known to be down, each call first tries one direct
+        connection (a refusal answers in a millisecond) instead of waiting out the pool's
+        timeout (seconds a request, piling up threads); the first that connects ends it."""
+        if self._down is None:
+            return
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=2).close()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(self.message(exc)) from exc
+        self._down = None
+
     def message(self, reason: object) -> str:
         text = " ".join(f"{self.where} is unavailable: {reason}".split())  # libpq's is 2 lines
         return text.replace(self._password, "***") if len(self._password) >= 4 else text
@@ -83,21 +96,25 @@ class Database:
     def unavailable(self) -> Iterator[None]:
         """Turn a connection failure (refused, reset, timed out, shut down) into
         StoreUnavailable; SQL errors (a bug, a constraint) pass through as they are."""
+        self._fail_fast()
         try:
             yield
         except PoolTimeout as exc:
-            raise StoreUnavailable(self.message(self._why(exc))) from exc
-        except psycopg.OperationalError as exc:
+            why, down = self._why(exc)
+            self._down = self.message(why) if down else None
+            raise StoreUnavailable(self.message(why)) from exc
+        except psycopg.OperationalError as exc:  # a reset mid-query: the pool replaces it
             raise StoreUnavailable(self.message(exc)) from exc
 
-    def _why(self, timeout: PoolTimeout) -> str:
-        """The pool only says it waited: one direct attempt gets the server's own words
-        (refused, unknown host, bad password), or shows the pool was merely all busy."""
+    def _why(self, timeout: PoolTimeout) -> tuple[str, bool]:
+        """(reason, whether the server is down): the pool only says it waited, so one
+        direct attempt gets the server's own words (refused, unknown host, bad password)
+        or shows the pool was merely all busy."""
         try:
             psycopg.connect(self.conninfo, connect_timeout=2).close()
         except psycopg.OperationalError as exc:
-            return str(exc)
-        return f"{timeout}: every pooled connection stayed busy"
+            return str(exc), True
+        return f"{timeout}: every pooled connection stayed busy", False
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
