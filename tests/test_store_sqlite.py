@@ -96,11 +96,11 @@ def test_database_is_in_wal_mode_with_full_sync(store, tmp_path):
 
 def test_prediction_log_is_in_wal_mode_with_normal_sync(store, tmp_path):
     assert read(tmp_path / "predictions.sqlite3", "PRAGMA journal_mode") == [("wal",)]
-    assert store._prediction_log._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert store._predictions._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_both_connections_wait_on_a_busy_database(store):
-    for db in (store._db, store._prediction_log._db):
+    for db in (store._db, store._predictions._db):
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS == 60_000
 
 

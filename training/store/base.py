@@ -1,37 +1,13 @@
 """The store interfaces, one per kind of data; SQLite is the embedded default, PostgreSQL
-can follow. Rules that must not differ between backends live in `policy.py`."""
+the shared one. Rules that must not differ between backends live in `policy.py`."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
 
-from training.store.records import (
-    AddResult,
-    NewSample,
-    PredictionRecord,
-    RunState,
-    StoredSample,
-    TrainingRun,
-    WorkerRecord,
-)
-
-__all__ = [
-    "AddResult",
-    "CorrectionStore",
-    "FeedbackStore",
-    "NewerSchemaError",
-    "NewSample",
-    "PredictionRecord",
-    "PredictionStore",
-    "RunState",
-    "RunStore",
-    "StoredSample",
-    "StoreUnavailable",
-    "TrainingRun",
-    "WorkerRecord",
-    "WorkerStore",
-]
+from training.split import text_key
+from training.store import records as data  # the records each interface reads and writes
 
 
 class StoreUnavailable(RuntimeError):
@@ -48,13 +24,13 @@ class CorrectionStore(abc.ABC):
     """Labeled corrections: durable, append-only, a new label superseding the old one."""
 
     @abc.abstractmethod
-    def add_samples(self, samples: Sequence[NewSample]) -> AddResult:
+    def add_samples(self, samples: Sequence[data.NewSample]) -> data.AddResult:
         """Store all samples in one transaction, durable on return."""
 
     @abc.abstractmethod
     def samples(
         self, *, split: str | None = None, after_id: int = 0, include_superseded: bool = False
-    ) -> Iterator[StoredSample]:
+    ) -> Iterator[data.StoredSample]:
         """Stored samples in id order; by default only the active (not superseded) ones."""
 
     @abc.abstractmethod
@@ -79,16 +55,22 @@ class PredictionStore(abc.ABC):
     """A bounded log of served predictions, so a correction can cite one by id or text."""
 
     @abc.abstractmethod
-    def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def log_predictions(self, records: Sequence[data.PredictionRecord]) -> None:
         """Remember served predictions (one write per batch) and prune past retention."""
 
     @abc.abstractmethod
-    def get_predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
+    def get_predictions(self, ids: Sequence[str]) -> dict[str, data.PredictionRecord]:
         """The remembered predictions among `ids`; unknown or expired ones are absent."""
 
-    @abc.abstractmethod
-    def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, PredictionRecord]:
+    def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, data.PredictionRecord]:
         """The most recent remembered prediction for each text (by normalised text)."""
+        keys = {text_key(text): text for text in texts}
+        found = self.latest_by_text_key(list(keys))
+        return {keys[key]: record for key, record in found.items()}
+
+    @abc.abstractmethod
+    def latest_by_text_key(self, keys: Sequence[str]) -> dict[str, data.PredictionRecord]:
+        """The most recent remembered prediction for each text key (`split.text_key`)."""
 
     @abc.abstractmethod
     def prune_predictions(self) -> None:
@@ -106,26 +88,21 @@ class RunStore(abc.ABC):
         """Record a run as `running`, durably; returns its id."""
 
     @abc.abstractmethod
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        state: RunState | str,
-        reason: str | None,
-        candidate: str | None,
-        report: dict,
-    ) -> None:
+    def finish_run(self, run_id: int, *, state: data.RunState | str, reason: str | None,
+                   candidate: str | None, report: dict) -> None:  # fmt: skip
         """Record how a run ended: promoted, rejected or failed, and why."""
 
     @abc.abstractmethod
-    def runs(self, *, limit: int = 20, states: Sequence[RunState | str] = ()) -> list[TrainingRun]:
+    def runs(
+        self, *, limit: int = 20, states: Sequence[data.RunState | str] = ()
+    ) -> list[data.TrainingRun]:
         """The most recent training runs, newest first; only those in `states` if given."""
 
     @abc.abstractmethod
     def fail_interrupted_runs(self, reason: str) -> int:
         """Mark runs still `running` as failed (their process died); call under the run lock."""
 
-    def last_run(self) -> TrainingRun | None:
+    def last_run(self) -> data.TrainingRun | None:
         """The most recent training run, if any."""
         runs = self.runs(limit=1)
         return runs[0] if runs else None
@@ -139,7 +116,7 @@ class WorkerStore(abc.ABC):
         """Record that this worker is alive and what it serves (last_seen = now)."""
 
     @abc.abstractmethod
-    def workers(self, *, seen_within_s: float | None = None) -> list[WorkerRecord]:
+    def workers(self, *, seen_within_s: float | None = None) -> list[data.WorkerRecord]:
         """Known workers, by id; only those seen in the last `seen_within_s` if given."""
 
     @abc.abstractmethod
@@ -154,3 +131,32 @@ class FeedbackStore(CorrectionStore, PredictionStore, RunStore, WorkerStore):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+
+class ComposedStore(FeedbackStore):
+    """A FeedbackStore whose prediction log and heartbeats are objects of their own (as
+    both backends keep them: another file, or other tables with other durability)."""
+
+    _predictions: PredictionStore
+    _workers: WorkerStore
+
+    def log_predictions(self, records: Sequence[data.PredictionRecord]) -> None:
+        self._predictions.log_predictions(records)
+
+    def get_predictions(self, ids: Sequence[str]) -> dict[str, data.PredictionRecord]:
+        return self._predictions.get_predictions(ids)
+
+    def latest_by_text_key(self, keys: Sequence[str]) -> dict[str, data.PredictionRecord]:
+        return self._predictions.latest_by_text_key(keys)
+
+    def prune_predictions(self) -> None:
+        self._predictions.prune_predictions()
+
+    def heartbeat(self, worker_id: str, host: str, pid: int, state: dict) -> None:
+        self._workers.heartbeat(worker_id, host, pid, state)
+
+    def workers(self, *, seen_within_s: float | None = None) -> list[data.WorkerRecord]:
+        return self._workers.workers(seen_within_s=seen_within_s)
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._workers.forget_worker(worker_id)

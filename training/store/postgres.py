@@ -18,70 +18,22 @@ from psycopg.types.json import Jsonb
 
 from training.locks import TrainingBusy
 from training.store import policy, postgres_rows
-from training.store.base import FeedbackStore
+from training.store import queries as q
+from training.store.base import ComposedStore
 from training.store.postgres_pool import Database, refuse_nul
 from training.store.postgres_predictions import PostgresPredictionLog
 from training.store.postgres_schema import RUN_LOCK, SAMPLES_LOCK
 from training.store.postgres_workers import PostgresWorkers
+from training.store.queries import SQLReads, SQLSampleWriter
 from training.store.records import (
     AddResult,
     NewSample,
-    PredictionRecord,
     RunState,
-    StoredSample,
     TrainingRun,
-    WorkerRecord,
-)
-
-SAMPLE_COLUMNS = (
-    "id, text, label, split, source, client_id, prediction_id, predicted_label, adapter,"
-    " created_at, superseded_by"
-)
-RUN_COLUMNS = (
-    "id, trigger, state, reason, started_at, finished_at, parent, candidate, data_cursor,"
-    " train_samples, validation_samples, report"
 )
 
 
-def first_value(row: tuple | None):
-    return row[0] if row else None
-
-
-class PostgresSampleWriter(policy.SampleWriter):
-    """The policy's primitives on a connection inside the samples transaction."""
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def id_for_client_id(self, client_id: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM samples WHERE client_id = %s", (client_id,))
-        return first_value(row.fetchone())
-
-    def active_id(self, key: str, label: str) -> int | None:
-        row = self.conn.execute(
-            "SELECT id FROM samples WHERE text_key = %s AND superseded_by IS NULL AND label = %s",
-            (key, label),
-        )
-        return first_value(row.fetchone())
-
-    def insert(self, sample: NewSample, *, key: str, split: str, created_at: float) -> int:
-        return self.conn.execute(
-            "INSERT INTO samples (client_id, text, text_key, label, split, source, prediction_id,"
-            " predicted_label, adapter, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (sample.client_id, sample.text, key, sample.label, split, sample.source,
-             sample.prediction_id, sample.predicted_label, sample.adapter, created_at),
-        ).fetchone()[0]  # fmt: skip
-
-    def supersede_others(self, key: str, winner_id: int) -> None:
-        self.conn.execute(
-            "UPDATE samples SET superseded_by = %s WHERE text_key = %s"
-            " AND superseded_by IS NULL AND id != %s",
-            (winner_id, key, winner_id),
-        )
-
-
-class PostgresStore(FeedbackStore):
+class PostgresStore(SQLReads, ComposedStore):
     """Corrections, runs, the prediction log and heartbeats in one PostgreSQL database."""
 
     def __init__(
@@ -117,53 +69,15 @@ class PostgresStore(FeedbackStore):
             # transaction, even if this process dies.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SAMPLES_LOCK,))
             return policy.add_samples(
-                PostgresSampleWriter(conn),
+                SQLSampleWriter(conn),
                 samples,
                 validation_percent=self.validation_percent,
                 now=time.time(),
             )
 
-    def samples(
-        self, *, split: str | None = None, after_id: int = 0, include_superseded: bool = False
-    ) -> Iterator[StoredSample]:
-        query = f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE id > %s"
-        params: list = [after_id]
-        if not include_superseded:
-            query += " AND superseded_by IS NULL"
-        if split is not None:
-            query += " AND split = %s"
-            params.append(split)
+    def _rows(self, query: str, params: Sequence) -> list[tuple]:
         with self.db.connection() as conn:
-            rows = conn.execute(query + " ORDER BY id", params).fetchall()
-        return (StoredSample(*row) for row in rows)
-
-    def count_samples(self, *, after_id: int = 0) -> int:
-        return self._value(
-            "SELECT count(*) FROM samples WHERE id > %s AND superseded_by IS NULL", (after_id,)
-        )
-
-    def oldest_sample_time(self, *, after_id: int = 0) -> float | None:
-        return self._value(
-            "SELECT min(created_at) FROM samples WHERE id > %s AND superseded_by IS NULL",
-            (after_id,),
-        )
-
-    def agreement(self, window: int) -> tuple[int, int]:
-        with self.db.connection() as conn:
-            agreed, total = conn.execute(
-                "SELECT coalesce(sum((label = predicted_label)::int), 0), count(*) FROM"
-                " (SELECT label, predicted_label FROM samples WHERE predicted_label IS NOT NULL"
-                " ORDER BY id DESC LIMIT %s) AS recent",
-                (window,),
-            ).fetchone()
-        return agreed, total
-
-    def max_sample_id(self) -> int:
-        return self._value("SELECT coalesce(max(id), 0) FROM samples", ())
-
-    def _value(self, query: str, params: Sequence):
-        with self.db.connection() as conn:
-            return conn.execute(query, params).fetchone()[0]
+            return conn.execute(query, params).fetchall()
 
     def start_run(
         self, *, trigger: str, parent: str | None, data_cursor: int, train_samples: int,
@@ -172,39 +86,23 @@ class PostgresStore(FeedbackStore):
         refuse_nul(trigger=trigger, parent=parent)
         with self.db.transaction() as conn:
             return conn.execute(
-                "INSERT INTO training_runs (trigger, state, started_at, parent, data_cursor,"
-                " train_samples, validation_samples) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING id",
+                q.START_RUN + " RETURNING id",
                 (trigger, RunState.RUNNING.value, time.time(), parent, data_cursor,
                  train_samples, validation_samples),
             ).fetchone()[0]  # fmt: skip
 
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        state: RunState | str,
-        reason: str | None,
-        candidate: str | None,
-        report: dict,
-    ) -> None:
+    def finish_run(self, run_id: int, *, state: RunState | str, reason: str | None,
+                   candidate: str | None, report: dict) -> None:  # fmt: skip
         ended = RunState(state).value
         refuse_nul(reason=reason, candidate=candidate, report=report)
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE training_runs SET state = %s, reason = %s, candidate = %s, report = %s,"
-                " finished_at = %s WHERE id = %s",
-                (ended, reason, candidate, Jsonb(report), time.time(), run_id),
+                q.FINISH_RUN, (ended, reason, candidate, Jsonb(report), time.time(), run_id)
             )
 
     def runs(self, *, limit: int = 20, states: Sequence[RunState | str] = ()) -> list[TrainingRun]:
-        wanted = [RunState(state).value for state in states]
-        where = "WHERE state = ANY(%s)" if wanted else ""
         with self.db.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM training_runs {where} ORDER BY id DESC LIMIT %s",
-                (wanted, limit) if wanted else (limit,),
-            ).fetchall()
+            rows = conn.execute(*q.runs_query(states, limit)).fetchall()
         return [
             TrainingRun(run_id, trigger, RunState(state), *rest, report=report)
             for run_id, trigger, state, *rest, report in rows
@@ -214,8 +112,7 @@ class PostgresStore(FeedbackStore):
         refuse_nul(reason=reason)
         with self.db.transaction() as conn:
             return conn.execute(
-                "UPDATE training_runs SET state = %s, reason = %s, finished_at = %s"
-                " WHERE state = %s",
+                q.FAIL_RUNNING,
                 (RunState.FAILED.value, reason, time.time(), RunState.RUNNING.value),
             ).rowcount
 
@@ -234,28 +131,6 @@ class PostgresStore(FeedbackStore):
             if not taken:
                 raise TrainingBusy("a training run is already in progress (on some host)")
             yield
-
-    # The prediction log and the heartbeats, in the same database.
-    def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        self._predictions.log_predictions(records)
-
-    def get_predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
-        return self._predictions.get_predictions(ids)
-
-    def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, PredictionRecord]:
-        return self._predictions.latest_prediction_for_text(texts)
-
-    def prune_predictions(self) -> None:
-        self._predictions.prune_predictions()
-
-    def heartbeat(self, worker_id: str, host: str, pid: int, state: dict) -> None:
-        self._workers.heartbeat(worker_id, host, pid, state)
-
-    def workers(self, *, seen_within_s: float | None = None) -> list[WorkerRecord]:
-        return self._workers.workers(seen_within_s=seen_within_s)
-
-    def forget_worker(self, worker_id: str) -> None:
-        self._workers.forget_worker(worker_id)
 
     # Dump and restore, for `copy.copy_store`.
     def dump_rows(self, table: str) -> Iterator[tuple]:

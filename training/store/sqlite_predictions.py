@@ -73,10 +73,8 @@ class SQLitePredictionLog(PredictionStore):
     def get_predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
         return self._find("id", list(ids))
 
-    def latest_prediction_for_text(self, texts: Sequence[str]) -> dict[str, PredictionRecord]:
-        keys = {text_key(text): text for text in texts}
-        found = self._find("text_key", list(keys))
-        return {keys[key]: record for key, record in found.items()}
+    def latest_by_text_key(self, keys: Sequence[str]) -> dict[str, PredictionRecord]:
+        return self._find("text_key", list(keys))
 
     def _find(self, column: str, values: list[str]) -> dict[str, PredictionRecord]:
         cutoff = time.time() - self.max_age_s
