@@ -60,11 +60,16 @@ def status(service) -> StatusOut:
     """Base model, labels, the adapter each worker serves, pending samples, last run."""
     store = service.store
     last = store.last_run()
+    try:  # an object store that is down must not hide the rest, poll failures included
+        active, registry_error = service.registry.current() or BASE, None
+    except RegistryError as exc:
+        active, registry_error = None, str(exc)
     return StatusOut(
         base_model=service.base_model_id,
         labels=[label.name for label in service.labels],
         ready=service.serving is not None,
-        active_adapter=service.registry.current() or BASE,
+        active_adapter=active,
+        registry_error=registry_error,
         workers=worker_states(store, service.worker_stale_s),
         pending_samples=pending_samples(store),
         samples=store.count_samples(),
@@ -104,8 +109,6 @@ async def _status(request: Request) -> JSONResponse:
         answer = await anyio.to_thread.run_sync(status, bentoml.get_current_service())
     except StoreUnavailable as exc:
         return unavailable("store", exc)
-    except RegistryUnavailable as exc:
-        return unavailable("registry", exc)
     return JSONResponse(answer.model_dump(mode="json"))
 
 

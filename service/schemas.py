@@ -172,8 +172,16 @@ class StatusOut(BaseModel):
     base_model: str
     labels: list[str]
     ready: bool = Field(description="Whether the worker that answered has its model loaded.")
-    active_adapter: str = Field(description='The version CURRENT names ("base" = none).')
-    workers: list[WorkerState] = Field(description="Every live serving worker.")
+    active_adapter: str | None = Field(
+        description='The version CURRENT names ("base" = none); null while the registry'
+        " cannot be read (see registry_error)."
+    )
+    registry_error: str | None = Field(
+        description="Why the registry could not be read just now (the workers serve on)."
+    )
+    workers: list[WorkerState] = Field(
+        description="The serving workers of every replica, from their heartbeats."
+    )
     pending_samples: int = Field(description="Corrections the last finished run did not see.")
     samples: int = Field(description="Corrections stored.")
     last_training_run: TrainingRunOut | None

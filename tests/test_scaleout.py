@@ -235,3 +235,32 @@ def test_a_database_outage_is_a_503_and_the_service_recovers_by_itself(
     assert 500 not in seen
     stored = stored_texts(env["LIVETUNE_STORE_URL"])
     assert all(stored.get(text) == sample_id for text, sample_id in ok.items())
+
+
+def test_an_object_store_outage_keeps_serving_and_is_shown(
+    tmp_path, tiny_model_dir, postgres_server
+):
+    from tests.s3 import MotoServer
+
+    with MotoServer() as s3:  # its own: stopping it must not take the session's buckets
+        env = shared_env(tiny_model_dir, postgres_server.fresh_url(), s3.url, new_bucket(s3.url))
+        with running_server(tmp_path / "a", **env) as a:
+            s3.stop()
+            try:
+
+                def failed_polls() -> int:
+                    workers = httpx.get(f"{a.base}/status", timeout=30).json()["workers"]
+                    return sum(w["poll_failures"] for w in workers if not w["stale"])
+
+                wait_until(lambda: failed_polls() > 0, timeout=30)
+                workers = httpx.get(f"{a.base}/status", timeout=30).json()["workers"]
+                assert any(w["last_poll_error"] for w in workers)
+                answer = httpx.post(f"{a.base}/predict", json={"texts": ["my card"]}, timeout=30)
+                assert answer.status_code == 200  # served from the adapter in memory
+                listing = httpx.get(f"{a.base}/adapters", timeout=30)
+                assert listing.status_code == 503
+                assert listing.json()["detail"][0]["type"] == "registry_unavailable"
+                metrics = httpx.get(f"{a.base}/metrics", timeout=30).text
+                assert "livetune_adapter_poll_failures_total" in metrics
+            finally:
+                s3.start()
