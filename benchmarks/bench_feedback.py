@@ -8,10 +8,20 @@ One run prints, side by side:
    alternating rounds so drift on a shared machine hits both); target: logging costs
    <= 5%.
 
+With --store postgresql://... the same figures are measured on SQLite and then on that
+PostgreSQL database (the prediction log there too), and printed side by side; the
+batched target then applies to PostgreSQL. With --adapters-url s3://bucket/prefix as well,
+the follow time of two replicas on that store and bucket is measured after them
+(benchmarks/bench_scaleout.py). Both must be disposable: an empty database or schema
+(the run stores its samples there and refuses one that holds corrections already) and a
+bucket prefix nothing else uses.
+
 Data: Banking77, Casanueva et al. 2020, CC-BY-4.0, read in place from --data.
 
 Usage, from the repository root:
     .venv/bin/python -m benchmarks.bench_feedback --data ../shared/data/banking77 [--quick]
+    .venv/bin/python -m benchmarks.bench_feedback --store postgresql://user:pw@host/db \\
+        [--adapters-url s3://bucket/prefix --s3-endpoint-url URL] [--quick]
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from benchmarks import bench_scaleout
 from benchmarks.harness.client import drive, one_text_each
 from benchmarks.harness.data import DEFAULT_DATA, Split, TextPool, labels_file, load_split
-from benchmarks.harness.report import RESULTS, write_json
+from benchmarks.harness.report import RESULTS, met, say, table, write_json
 from benchmarks.harness.server import running_server
 
 DEFAULT_OUT = RESULTS / "feedback.json"
+BACKENDS_OUT = RESULTS / "feedback_backends.json"  # with --store
 TARGET_BATCHED = 2_000.0
 TARGET_LOGGING_COST = 0.05
 
@@ -62,12 +74,15 @@ def predict_rate(base: str, texts: list[str], seconds: float, concurrency: int) 
     return load.rate()
 
 
-def measure(args, rows: Split, scratch: Path) -> dict:
-    """/predict with and without logging in alternating rounds, then /feedback."""
+def measure(args, rows: Split, scratch: Path, store_url: str = "") -> dict:
+    """/predict with and without logging in alternating rounds, then /feedback; on SQLite
+    in `scratch`, or on the PostgreSQL database at `store_url`."""
     env = {"LIVETUNE_LABELS_FILE": str(labels_file(args.data))}
+    if store_url:
+        env["LIVETUNE_STORE_URL"] = store_url
     with contextlib.ExitStack() as servers:
         for name in ("on", "off"):
-            (scratch / name).mkdir()
+            (scratch / name).mkdir(parents=True)
         logged = servers.enter_context(running_server(scratch / "on", **env))
         unlogged = servers.enter_context(
             running_server(scratch / "off", LIVETUNE_LOG_PREDICTIONS="false", **env)
@@ -107,19 +122,99 @@ def report(results: dict) -> str:
     )
 
 
+def logging_cost(results: dict) -> float:
+    """What the prediction log costs /predict: 1 - with / without."""
+    return 1 - results["predict"]["with_logging"] / results["predict"]["without_logging"]
+
+
+def side_by_side(sqlite: dict, postgres: dict) -> str:
+    """SQLite beside PostgreSQL; the targets are PostgreSQL's."""
+
+    def each(show) -> tuple:
+        return tuple(show(results) for results in (sqlite, postgres))
+
+    def stored(key: str) -> tuple:
+        return each(lambda r: f"{r[key]['samples_per_s']:,.0f} samples/s")
+
+    def predict(key: str) -> tuple:
+        return each(lambda r: f"{r['predict'][key]:,.1f} texts/s")
+
+    batched_ok = postgres["batched_100"]["samples_per_s"] >= TARGET_BATCHED
+    cost_ok = logging_cost(postgres) <= TARGET_LOGGING_COST
+    rows = [
+        ("/feedback, 1 sample per call", *stored("single"), ""),
+        ("/feedback, 100 samples per call", *stored("batched_100"), f">= 2,000: {met(batched_ok)}"),
+        ("/predict, prediction log on", *predict("with_logging"), ""),
+        ("/predict, prediction log off", *predict("without_logging"), ""),
+        (
+            "logging cost, 1 - on / off",
+            *each(lambda r: f"{logging_cost(r):+.1%}"),
+            f"<= 5%: {met(cost_ok)}",
+        ),
+        ("errors", *each(lambda r: r["single"]["errors"] + r["batched_100"]["errors"]), "0"),
+    ]
+    return table(("figure", "SQLite", "PostgreSQL", "target (PostgreSQL)"), rows)
+
+
+def check_empty(url: str) -> None:
+    """Exit unless the database at `url` holds no corrections (their texts would clash)."""
+    from training.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        held = store.count_samples()
+    finally:
+        store.close()
+    if held:
+        raise SystemExit(f"--store holds {held} corrections already: give it an empty database")
+
+
+def on_backends(args, rows: Split) -> dict:
+    """SQLite, then the PostgreSQL database, then (given a bucket) the follow time."""
+    check_empty(args.store)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="livetune-bench-") as scratch:
+        for name, url in (("sqlite", ""), ("postgresql", args.store)):
+            say(f"measuring on {name}")
+            results[name] = measure(args, rows, Path(scratch) / name, url)
+    if args.adapters_url:
+        say("measuring the follow time on PostgreSQL and S3")
+        results["follow"] = bench_scaleout.measure(args)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Two servers, the figures, the report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Two servers (four with --store), the figures, the report."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, help=f"default {DEFAULT_OUT.name}, {BACKENDS_OUT.name} with --store"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter rounds")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--store",
+        help="postgresql://user:password@host:5432/db of an empty, disposable database (or"
+        " schema, via ?options=-csearch_path%%3D...): also measure there, beside SQLite",
+    )
+    bench_scaleout.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.adapters_url and not args.store:
+        parser.error("--adapters-url needs --store: the replicas share both")
     args.samples, args.rounds, args.seconds = (2_000, 2, 4.0) if args.quick else (20_000, 4, 10.0)
     rows = load_split(args.data, "train")
+    if args.store:
+        results = on_backends(args, rows)
+        write_json(args.out or BACKENDS_OUT, results)
+        print(side_by_side(results["sqlite"], results["postgresql"]))
+        if "follow" in results:
+            print("\n" + bench_scaleout.report(results["follow"]))
+        return
     with tempfile.TemporaryDirectory(prefix="livetune-bench-") as scratch:
         results = measure(args, rows, Path(scratch))
-    write_json(args.out, results)
+    write_json(args.out or DEFAULT_OUT, results)
     print(report(results))
 
 
