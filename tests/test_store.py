@@ -53,12 +53,15 @@ class ListWriter(SampleWriter):
     def __init__(self):
         self.rows: list[Row] = []
 
-    def id_for_client_id(self, client_id):
-        return next((r.id for r in self.rows if r.client_id == client_id), None)
+    def ids_for_client_ids(self, client_ids):
+        return {r.client_id: r.id for r in self.rows if r.client_id in client_ids}
 
-    def active_id(self, key, label):
-        active = (r for r in self.rows if r.superseded_by is None)
-        return next((r.id for r in active if (r.key, r.label) == (key, label)), None)
+    def active_by_key(self, keys):
+        found = {}
+        for r in self.rows:
+            if r.key in keys and r.superseded_by is None:
+                found.setdefault(r.key, {})[r.label] = r.id
+        return found
 
     def insert(self, sample, *, key, split, created_at):
         self.rows.append(Row(len(self.rows) + 1, key, sample.label, sample.client_id))

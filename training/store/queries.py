@@ -17,8 +17,11 @@ RUN_COLUMNS = (
     "id, trigger, state, reason, started_at, finished_at, parent, candidate, data_cursor,"
     " train_samples, validation_samples, report"
 )
-BY_CLIENT_ID = "SELECT id FROM samples WHERE client_id = %s"
-ACTIVE_ID = "SELECT id FROM samples WHERE text_key = %s AND superseded_by IS NULL AND label = %s"
+BY_CLIENT_IDS = "SELECT client_id, id FROM samples WHERE client_id IN ({})"
+ACTIVE_BY_KEYS = (
+    "SELECT text_key, label, id FROM samples WHERE text_key IN ({}) AND superseded_by IS NULL"
+)
+LOOKUP_CHUNK = 500  # bound parameters a statement: SQLite's limit is 999 on old builds
 INSERT_SAMPLE = (
     "INSERT INTO samples (client_id, text, text_key, label, split, source, prediction_id,"
     " predicted_label, adapter, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -72,10 +75,6 @@ def runs_query(states: Sequence[RunState | str], limit: int):
     )
 
 
-def first_value(row: tuple | None):
-    return row[0] if row else None
-
-
 class SQLSampleWriter(policy.SampleWriter):
     """The policy's primitives on a DB-API connection inside the samples transaction."""
 
@@ -87,11 +86,22 @@ class SQLSampleWriter(policy.SampleWriter):
     def _execute(self, sql: str, params: Sequence):
         return self.conn.execute(self.style(sql), params)
 
-    def id_for_client_id(self, client_id: str) -> int | None:
-        return first_value(self._execute(BY_CLIENT_ID, (client_id,)).fetchone())
+    def _lookup(self, template: str, values: Sequence[str]) -> list[tuple]:
+        rows = []
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[start : start + LOOKUP_CHUNK]
+            sql = template.format(", ".join(["%s"] * len(chunk)))
+            rows += self._execute(sql, chunk).fetchall()
+        return rows
 
-    def active_id(self, key: str, label: str) -> int | None:
-        return first_value(self._execute(ACTIVE_ID, (key, label)).fetchone())
+    def ids_for_client_ids(self, client_ids: Sequence[str]) -> dict[str, int]:
+        return dict(self._lookup(BY_CLIENT_IDS, list(client_ids)))
+
+    def active_by_key(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for key, label, sample_id in self._lookup(ACTIVE_BY_KEYS, list(keys)):
+            found.setdefault(key, {})[label] = sample_id
+        return found
 
     def insert(self, sample: NewSample, *, key: str, split: str, created_at: float) -> int:
         row = (
