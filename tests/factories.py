@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.harness import adapters
+from benchmarks.harness.server import ROOT, own_env
 from training.predictor import Predictor
 from training.registry import LocalRegistry
 from training.trainer import TrainConfig
@@ -87,3 +90,15 @@ def publish_adapter(
 ) -> str:
     """The harness's random (but real) adapter, on the toy labels unless told otherwise."""
     return adapters.publish_adapter(registry, model_dir, seed, labels, config)
+
+
+def training_cli(env: dict[str, str], *args: str, timeout: float = 600):
+    """`python -m training ARGS` as an operator runs it, configured by `env` alone."""
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=own_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import urllib.request
 import uuid
 
 import pytest
+
+from benchmarks.harness.server import free_port
 
 # Distinctive on purpose: a test asserts that no error message ever shows the secret.
 SECRET = "dummy-secret-never-shown"
@@ -28,12 +29,6 @@ DUMMY_AWS = {
     "AWS_CONFIG_FILE": os.devnull,  # nor read a developer's real profiles
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MotoServer:

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import tiny_training_env, write_toy_csv
+from tests.factories import tiny_training_env, training_cli, write_toy_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
-    env.update(LIVETUNE_DATA_DIR=str(tmp_path / "data"), LIVETUNE_LABELS="lost_card,refund")
-    env.update(settings)
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    data = {"LIVETUNE_DATA_DIR": str(tmp_path / "data"), "LIVETUNE_LABELS": "lost_card,refund"}
+    return training_cli({**data, **settings}, *args, timeout=300)
 
 
 def export(tmp_path: Path, *args: str) -> list[dict]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from benchmarks.harness.server import ROOT, running_server
-from tests.factories import tiny_training_env, write_toy_csv
+from tests.factories import tiny_training_env, training_cli, write_toy_csv
 from training.registry import STAGING_PREFIX, LocalRegistry
 
 pytestmark = pytest.mark.integration
@@ -65,14 +65,7 @@ def setup(tmp_path_factory, tiny_model_dir):
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return training_cli(env, *args, timeout=300)
 
 
 def served_adapter(base: str) -> str:

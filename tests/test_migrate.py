@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import tiny_training_env, write_toy_csv
+from benchmarks.harness.server import ROOT, own_env
+from tests.factories import tiny_training_env, training_cli, write_toy_csv
 from tests.s3 import DUMMY_AWS, new_bucket, raw_client, use_dummy_credentials
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
@@ -25,18 +25,8 @@ def dummy_aws(monkeypatch):
     use_dummy_credentials(monkeypatch)
 
 
-def cli(env: dict, *args: str, **popen) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
-    environment.update(DUMMY_AWS, **env)
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **popen,
-    )
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return training_cli({**DUMMY_AWS, **env}, *args)
 
 
 @pytest.fixture
@@ -133,9 +123,8 @@ def test_a_trainer_killed_mid_upload_leaves_current_whole_and_the_next_run_clean
     good = json.loads(cli(env, "run", "--once").stdout)
     assert good["state"] == "promoted", good["reason"]
     marker = tmp_path / "marker"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
     # A margin of -1 promotes whatever the candidate scores: this run must reach the upload.
-    environment.update(DUMMY_AWS, **env, LIVETUNE_PROMOTION_MARGIN="-1")
+    environment = own_env(**DUMMY_AWS, **env, LIVETUNE_PROMOTION_MARGIN="-1")
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(marker)], cwd=ROOT, env=environment,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -8,7 +8,6 @@ real PostgreSQL server (tests/pg.py) and a real S3 endpoint (moto's server, test
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 from benchmarks.harness.server import (
     ROOT,
     kill_server,
+    own_env,
     running_server,
     server_processes,
     wait_until,
@@ -46,12 +46,10 @@ def shared_env(tiny_model_dir, store_url: str, moto_url: str, bucket: str) -> di
 
 def trainer(env: dict, data_dir: Path, *args: str) -> subprocess.Popen:
     """`python -m training run ARGS` as the trainer host runs it, with a cache of its own."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
-    environment.update(env, LIVETUNE_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1")
     return subprocess.Popen(
         [sys.executable, "-m", "training", "run", *args],
         cwd=ROOT,
-        env=environment,
+        env=own_env(**env, LIVETUNE_DATA_DIR=str(data_dir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -44,18 +44,21 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return "(no server log)"
 
 
+def own_env(**env: str) -> dict[str, str]:
+    """This process's environment less any inherited LIVETUNE_* variable, offline, plus
+    `env`: a child server or CLI is configured by what the caller says and nothing else."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIVETUNE_")}
+    return {**inherited, "HF_HUB_OFFLINE": "1", **env}
+
+
 def start_server(
     tmp_path: Path, port: int | None = None, **env: str
 ) -> tuple[subprocess.Popen, str]:
     """`bentoml serve` on loopback with its data in `tmp_path`/data; inherited LIVETUNE_*
     variables are dropped so only `env` configures it."""
     port = port or free_port()
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("LIVETUNE_")
-    }
-    environment.update(
+    environment = own_env(
         BENTOML_DO_NOT_TRACK="true",
-        HF_HUB_OFFLINE="1",
         LIVETUNE_DATA_DIR=str(tmp_path / "data"),
         # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: one
         # home per server, so servers running side by side keep their own metrics.
