@@ -50,7 +50,7 @@ from benchmarks.online_service import (
     wait_caught_up,
 )
 from training.settings import CoreSettings
-from training.split import split_for, text_key
+from training.split import holdout_percent, split_for, text_key
 
 PER_CLASS = (10, 20, 40)  # the issue's few-shot points, and one more
 QUICK = {"labels": 12, "per_class": (10, 20), "test_per_class": 10}
@@ -125,7 +125,7 @@ def run_stream(service: Service, train: Split, test: Split, points, timeout) -> 
 def head_only(train: Split, test: Split, sizes: list[int], base_model: str, trained) -> dict:
     """bench_training's baseline (logistic regression, C=10, on frozen embeddings of the same
     base model) on the first N streamed samples, and on those of them the trainer trains on
-    (`trained`: not held out for validation), for each N."""
+    (`trained(n)`: not held out by a run at data cursor n), for each N."""
     import numpy as np
     import torch
 
@@ -152,7 +152,8 @@ def head_only(train: Split, test: Split, sizes: list[int], base_model: str, trai
     scores: dict[str, dict[int, float | None]] = {"all": {}, "train_split": {}}
     for n in sorted(set(sizes)):
         scores["all"][n] = score(list(range(n)))
-        scores["train_split"][n] = score([i for i in range(n) if trained[i]])
+        kept = trained(n)
+        scores["train_split"][n] = score([i for i in range(n) if kept[i]])
         say(
             f"head-only logistic regression, first {n}: {percent(scores['all'][n])}, "
             f"their train split: {percent(scores['train_split'][n])}"
@@ -187,8 +188,11 @@ def serve_and_stream(args, train: Split, test: Split, points: list[int]) -> dict
             finally:
                 service.close()
         runs = training_runs(server.data_dir, service.served_since)
+    first = next((r for r in runs if r["state"] == "promoted"), None)
     swaps = {
         "promotions": sum(r["state"] == "promoted" for r in runs),
+        # corrections the first promoted adapter's run had (train + held out)
+        "first_promotion_at": first and first["train_samples"] + first["validation_samples"],
         "versions_served": len(set(service.served_since) - {"base"}),
         "worker_swaps": sum(w["swaps"] for w in workers),
         "failed_swaps": sum(w["failed_swaps"] for w in workers),
@@ -260,8 +264,15 @@ def baselines(args, results: dict, train: Split, test: Split, points: list[int])
     """Zero-shot, and the head-only regression on the streamed samples, on their train
     split (as the service's validation share leaves it), and on all the train data."""
     total = results["stream_samples"]
-    percent = float(results["service_settings"].get("LIVETUNE_VALIDATION_PERCENT", VALIDATION))
-    trained = [split_for(text_key(text), percent) == "train" for text in train.texts]
+    floor = float(results["service_settings"].get("LIVETUNE_VALIDATION_PERCENT", VALIDATION))
+    keys = [text_key(text) for text in train.texts]
+
+    def trained(n: int) -> list[bool]:
+        """Which of the first n streamed samples a run at cursor n trains on (the store's
+        split at the floor, and the early holdout on top: training.split.holdout_percent)."""
+        percent = holdout_percent(n, floor)
+        return [split_for(key, percent) == "train" for key in keys[:n]]
+
     sizes = [p for p in points if p] + [len(train.texts)]
     scores = head_only(train, test, sizes, args.base_model, trained)
     return {

@@ -75,7 +75,9 @@ def markdown(results: dict) -> str:
         "",
         f"head-only LR on all {results['train_samples']} train samples: "
         f"{results['baselines']['head_only_full']:.1%}; runs: {len(results['runs'])}, "
-        f"promoted: {len(promoted)}, swaps seen: {results['swaps']['versions_served']}; "
+        f"promoted: {len(promoted)} (the first at "
+        f"{results['swaps'].get('first_promotion_at')} corrections), "
+        f"swaps seen: {results['swaps']['versions_served']}; "
         f"wall time {results['wall_s']:.0f} s",
     ]
     lines += [

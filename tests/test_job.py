@@ -13,6 +13,7 @@ from training.job import TrainingJob
 from training.job_settings import JobSettings
 from training.labels import Label
 from training.locks import TrainingBusy
+from training.split import holdout_percent, split_for, text_key
 from training.store import NewSample
 
 
@@ -74,7 +75,7 @@ def test_a_candidate_trained_on_wrong_labels_is_rejected_and_current_kept(job):
 
 
 def test_too_little_validation_evidence_is_never_promoted(job):
-    add(job, toy_samples(20))
+    add(job, toy_samples(8))  # fewer texts than the 10 held-out samples the gate needs
     run = job.run("manual")
     assert run.state == "rejected"
     assert "validation samples" in run.reason
@@ -156,3 +157,52 @@ def test_a_broken_base_model_is_a_failed_run_not_a_crash(job, tmp_path):
     assert run.state == "failed"
     assert run.reason
     assert job.registry.current() is None
+
+
+def test_on_a_two_label_task_the_first_promotion_comes_within_twenty_corrections(
+    tmp_path, tiny_model_dir
+):
+    """Default trigger, holdout and gate: the trainer runs at 10 corrections (too few held
+    out to promote), at 20 it holds out about half and the paired test promotes."""
+    labels = TOY_LABELS[:2]
+    settings = JobSettings(
+        data_dir=tmp_path,
+        base_model=str(tiny_model_dir),
+        labels=[Label(name) for name in labels],
+        label_template="{name}",
+        train=TINY_TRAIN,
+        train_device="cpu",
+    )
+    samples = [(text, label) for text, label in toy_samples(200) if label in labels]
+    backends = open_backends(settings)
+    job = TrainingJob(backends, settings)
+    try:
+        promoted_at, runs_at = None, []
+        for count, sample in enumerate(samples[:20], start=1):
+            add(job, [sample])
+            if job.due():
+                runs_at.append(count)
+                if job.run("samples").state == "promoted":
+                    promoted_at = count
+                    break
+        assert runs_at[0] == settings.train_first_samples == 10
+        assert promoted_at is not None and promoted_at <= 20, [r.reason for r in job.store.runs()]
+        gate = job.store.runs(limit=1)[0].report["gate"]
+        assert gate["validation_samples"] >= settings.min_validation_samples
+        assert gate["test"].startswith("exact McNemar")
+    finally:
+        backends.close()
+
+
+def test_the_early_holdout_only_shrinks_so_no_gate_scores_a_text_an_adapter_trained_on():
+    keys = [text_key(text) for text, _ in toy_samples(2_000)]
+    held_out_before = set(keys)
+    for cursor in (1, 10, 20, 50, 100, 400, 1_000, 5_000, 50_000):
+        percent = holdout_percent(cursor, 5.0)
+        held_out = {key for key in keys if split_for(key, percent) == "validation"}
+        assert held_out <= held_out_before
+        held_out_before = held_out
+    assert holdout_percent(20, 5.0) == 50.0
+    assert holdout_percent(1_000, 5.0) == pytest.approx(7.9, abs=0.1)
+    assert holdout_percent(10_000, 5.0) == 5.0
+    assert holdout_percent(10_000, 20.0) == 20.0

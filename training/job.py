@@ -9,12 +9,12 @@ failed by the next one, and the registry's staging/publish keeps it consistent.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 import torch
 
+from training import threads
 from training.adapters import (
     AdapterMismatch,
     attach_lora,
@@ -32,7 +32,8 @@ from training.registry import BASE, RegistryError
 from training.schedule import due, pending_samples
 from training.store import RunState, TrainingRun
 from training.trainer import Trainer
-from training.validation import accuracy, decide, lacking_evidence
+from training.split import holdout_percent, split_for, text_key
+from training.validation import Answers, decide, hits, lacking_evidence
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class WarmModel:
     predictor: Predictor
     base_info: dict  # id and fingerprint of the base model, for the manifest
     warm_start: str | None  # the version it continues from, None = a fresh LoRA
+    trained_on: int = 0  # corrections the adapter in service learned from (0 = zero-shot)
 
 
 class TrainingJob:
@@ -67,6 +69,7 @@ class TrainingJob:
         return due(
             self.store,
             min_new_samples=settings.train_min_new_samples,
+            first_samples=settings.train_first_samples,
             max_interval_s=settings.train_max_interval_s,
             failure_backoff_s=settings.train_failure_backoff_s,
             now=now,
@@ -114,13 +117,19 @@ class TrainingJob:
         return self.store.runs(limit=1)[0]
 
     def _feedback(self, cursor: int, labels: list[Label]) -> tuple[Feedback, Feedback]:
-        """Active samples up to the cursor whose label is still in the label set."""
+        """Active samples up to the cursor whose label is still in the label set, split
+        into (train, held out): the store's validation split, and while data is scarce
+        more texts by the same hash (training.split.holdout_percent)."""
         names = {label.name for label in labels}
+        percent = holdout_percent(cursor, self.settings.validation_percent)
         splits = {"train": Feedback([], []), "validation": Feedback([], [])}
         for sample in self.store.samples():
             if sample.id <= cursor and sample.label in names:
-                splits[sample.split].texts.append(sample.text)
-                splits[sample.split].labels.append(sample.label)
+                split = sample.split
+                if split == "train":  # the early holdout: a shrinking superset of the floor
+                    split = split_for(text_key(sample.text), percent)
+                splits[split].texts.append(sample.text)
+                splits[split].labels.append(sample.label)
         return splits["train"], splits["validation"]
 
     def _train_and_gate(self, labels, train: Feedback, validation: Feedback, parent, cursor):
@@ -133,15 +142,15 @@ class TrainingJob:
         device = self._claim_device()
         warm = self._warm_model(labels, parent, device)
         predictor = warm.predictor
-        current = accuracy(predictor, validation.texts, validation.labels)
+        current = Answers(hits(predictor, validation.texts, validation.labels), warm.trained_on)
         names = [label.name for label in labels]
         trainer = Trainer(predictor.model, predictor.tokenizer, names, settings.train)
         result = trainer.train(train.texts, train.labels)
-        candidate = accuracy(predictor, validation.texts, validation.labels)
+        candidate = Answers(hits(predictor, validation.texts, validation.labels), len(train.texts))
         gate = decide(
             current,
             candidate,
-            len(validation.texts),
+            alpha=settings.gate_alpha,
             margin=settings.promotion_margin,
             min_samples=settings.min_validation_samples,
         )
@@ -162,7 +171,7 @@ class TrainingJob:
         settings = self.settings
         device = resolve_device(settings.train_device)
         if device.type == "cpu":  # serving keeps priority through the process's niceness
-            torch.set_num_threads(settings.train_threads or os.cpu_count() or 1)
+            threads.govern(cap=settings.train_threads)  # only the cores others leave free
         else:  # share the GPU with the serving workers within a set budget
             torch.cuda.set_per_process_memory_fraction(settings.train_gpu_memory_fraction, device)
         return device
@@ -181,7 +190,7 @@ class TrainingJob:
         model = predictor.model
         base_info = {"id": base_model_id(settings.base_model)}
         base_info["fingerprint"] = fingerprint(model.encoder)
-        warm = None
+        warm, trained_on = None, 0
         if parent is not None:
             try:
                 adapter = self.registry.get(parent)
@@ -191,12 +200,13 @@ class TrainingJob:
                 attach_lora(model, settings.train, warm_start=folder)
                 load_head(model, [label.name for label in labels], folder)
                 warm = parent
+                trained_on = adapter.manifest.get("metrics", {}).get("train_samples", 0)
             except (AdapterMismatch, RegistryError) as exc:
                 log.warning("not warm-starting from %s: %s", parent, exc)
         if warm is None:
             attach_lora(model, settings.train)
         model.to(device)  # the LoRA weights just attached
-        return WarmModel(predictor, base_info, warm)
+        return WarmModel(predictor, base_info, warm, trained_on)
 
     def _publish(self, warm: WarmModel, names, parent, report, train, validation) -> str:
         version = self.registry.new_version_name()
@@ -210,6 +220,7 @@ class TrainingJob:
                 "validation_samples": len(validation.texts),
                 "train_samples": len(train.texts),
             },
+            "gate": report["gate"],  # the paired test's evidence (invariant 4)
             "data_cursor": report["data_cursor"],
             "hyperparameters": self.settings.train.model_dump(mode="json"),
             "device": report["device"],

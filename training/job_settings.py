@@ -18,7 +18,20 @@ class JobSettings(CoreSettings):
         description="Hyper-parameters, one variable each: LIVETUNE_TRAIN__EPOCHS=5 and so on.",
     )
     train_min_new_samples: int = Field(
-        50, ge=1, description="New corrections since the last run that start a training run."
+        50,
+        ge=1,
+        description=(
+            "New corrections since the last run that start a training run (once the data"
+            " has grown past the early runs: see train_first_samples)."
+        ),
+    )
+    train_first_samples: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Corrections that start the first run; until train_min_new_samples is reached,"
+            " each later run starts once the data has doubled (10, 20, 40, 80, then every 50)."
+        ),
     )
     train_max_interval_s: float = Field(
         3_600.0, gt=0, description="Train anyway once a pending correction has waited this long."
@@ -31,7 +44,13 @@ class JobSettings(CoreSettings):
     )
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs.")
     train_threads: int = Field(
-        0, ge=0, le=256, description="Torch threads for training on CPU (a cap); 0 = all cores."
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "Most torch threads for training on CPU; 0 = no cap. Within it a run uses the"
+            " cores other processes leave free, looked at again every few seconds."
+        ),
     )
     train_nice: int = Field(
         19,
@@ -47,10 +66,21 @@ class JobSettings(CoreSettings):
         ge=-1,
         le=1,
         description=(
-            "A candidate must reach the current validation accuracy plus this"
-            " (a fraction: 0.01 = one point)."
+            "If above 0, a candidate must also beat the current validation accuracy by this"
+            " (a fraction: 0.01 = one point) on the point estimate."
+        ),
+    )
+    gate_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Significance level of the gate's paired test: a candidate whose losses against"
+            " current are this unlikely under 'equally good' is rejected as worse."
         ),
     )
     min_validation_samples: int = Field(
-        20, ge=0, description="Validation samples needed to promote (with fewer, no training)."
+        8,
+        ge=0,
+        description="Held-out samples needed to promote (with fewer, no training).",
     )

@@ -20,10 +20,21 @@ def pending_samples(store: FeedbackStore) -> int:
     return store.count_samples(after_id=training_cursor(store))
 
 
+def samples_needed(trained: int, min_new_samples: int, first_samples: int) -> int:
+    """New corrections that start a run after one that trained on `trained` of them.
+
+    The first run waits for `first_samples`; then each waits for the data to double, until
+    that is `min_new_samples`: the first corrections are learned from at once (10, 20, 40,
+    80...), and a large store is not retrained for every handful.
+    """
+    return min(min_new_samples, max(first_samples, trained))
+
+
 def due(
     store: FeedbackStore,
     *,
     min_new_samples: int,
+    first_samples: int,
     max_interval_s: float,
     failure_backoff_s: float,
     now: float | None = None,
@@ -35,7 +46,8 @@ def due(
     if backing_off and now - last.finished_at < failure_backoff_s:
         return None
     cursor = training_cursor(store)
-    if store.count_samples(after_id=cursor) >= min_new_samples:
+    new = store.count_samples(after_id=cursor)
+    if new >= samples_needed(store.count_samples() - new, min_new_samples, first_samples):
         return "samples"
     oldest = store.oldest_sample_time(after_id=cursor)
     if oldest is not None and now - oldest >= max_interval_s:

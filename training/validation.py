@@ -1,11 +1,30 @@
-"""The promotion gate: a candidate must be at least as good as the adapter in service."""
+"""The promotion gate: a paired test of candidate against the adapter in service.
+
+Both models answer the same held-out texts, so the evidence is paired: only the texts
+one gets right and the other wrong (the discordant pairs) say anything about which is
+better. The gate runs the exact McNemar test on them (a one-sided binomial test of the
+candidate's losses among the discordant pairs) and decides:
+
+- fewer held-out texts than the minimum: no promotion (nothing to test on);
+- the candidate is significantly worse (p < alpha): rejected, always;
+- the candidate is at least as accurate: promoted;
+- it is less accurate, but within noise: promoted only if it learned from more
+  corrections than the adapter in service (the data is the reason to expect it better,
+  and the test finds no evidence against it), rejected otherwise.
+
+A positive margin additionally demands candidate >= current + margin, for operators who
+want every promotion to be an improvement on the point estimate.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from training.predictor import Predictor
+
+TEST = "exact McNemar, one-sided (is the candidate worse?)"
 
 
 @dataclass(frozen=True)
@@ -19,17 +38,31 @@ class GateReport:
     min_samples: int
     promote: bool
     reason: str
+    # The paired test (None when there was nothing to test).
+    test: str | None = None
+    only_current_right: int | None = None  # discordant: current right, candidate wrong
+    only_candidate_right: int | None = None  # discordant: candidate right, current wrong
+    p_worse: float | None = None  # P(losses this many or more | equally good)
+    alpha: float | None = None
+    current_train_samples: int | None = None
+    candidate_train_samples: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> float:
-    """Share of texts whose top label is the given one, through the serving Predictor."""
+def hits(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> list[bool]:
+    """Whether the top label of each text is the given one, through the serving Predictor."""
     if not texts:
-        return 0.0
+        return []
     predicted = predictor.predict(texts)
-    return sum(p.label == label for p, label in zip(predicted, labels)) / len(texts)
+    return [p.label == label for p, label in zip(predicted, labels)]
+
+
+def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> float:
+    """Share of texts whose top label is the given one."""
+    right = hits(predictor, texts, labels)
+    return sum(right) / len(right) if right else 0.0
 
 
 def lacking_evidence(samples: int, min_samples: int) -> str | None:
@@ -39,20 +72,70 @@ def lacking_evidence(samples: int, min_samples: int) -> str | None:
     return None
 
 
+def p_worse(only_current: int, only_candidate: int) -> float:
+    """One-sided exact McNemar p-value: P(X >= only_current), X ~ Binomial(discordant, 1/2)."""
+    discordant = only_current + only_candidate
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(only_current, discordant + 1))
+    return tail / 2**discordant  # exact integers, one correctly rounded division
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One model as the gate sees it: right or wrong on each held-out text, and its data."""
+
+    hits: Sequence[bool]
+    train_samples: int
+
+
 def decide(
-    current: float, candidate: float, samples: int, *, margin: float, min_samples: int
+    current: Answers, candidate: Answers, *, alpha: float, margin: float, min_samples: int
 ) -> GateReport:
-    """Promote when there is enough held-out evidence and candidate >= current + margin."""
+    """Promote or reject `candidate` against `current` on the same held-out texts."""
+    samples = len(candidate.hits)
+    assert len(current.hits) == samples, "the gate compares answers on the same texts"
+    current_acc = sum(current.hits) / samples if samples else None
+    candidate_acc = sum(candidate.hits) / samples if samples else None
+    losses = sum(a and not b for a, b in zip(current.hits, candidate.hits))
+    wins = sum(b and not a for a, b in zip(current.hits, candidate.hits))
+    p = p_worse(losses, wins)
+    promote, reason = _verdict(
+        samples, losses, wins, p, current, candidate, alpha=alpha, margin=margin, min_samples=min_samples
+    )
+    return GateReport(
+        validation_samples=samples,
+        current_accuracy=current_acc,
+        candidate_accuracy=candidate_acc,
+        margin=margin,
+        min_samples=min_samples,
+        promote=promote,
+        reason=reason,
+        test=TEST,
+        only_current_right=losses,
+        only_candidate_right=wins,
+        p_worse=p,
+        alpha=alpha,
+        current_train_samples=current.train_samples,
+        candidate_train_samples=candidate.train_samples,
+    )
+
+
+def _verdict(samples, losses, wins, p, current, candidate, *, alpha, margin, min_samples):
+    """(promote, reason) by the rules of the module docstring."""
     if lacking := lacking_evidence(samples, min_samples):
-        promote, reason = False, lacking
-    elif candidate + 1e-12 < current + margin:
-        promote = False
-        reason = f"candidate accuracy {candidate:.4f} is below current {current:.4f}" + (
-            f" + margin {margin:.4f}" if margin else ""
-        )
-    else:
-        promote = True
-        reason = f"candidate accuracy {candidate:.4f} >= current {current:.4f}" + (
-            f" + margin {margin:.4f}" if margin else ""
-        )
-    return GateReport(samples, current, candidate, margin, min_samples, promote, reason)
+        return False, lacking
+    score = (
+        f"candidate {sum(candidate.hits)}/{samples} vs current {sum(current.hits)}/{samples}"
+        f" ({wins} texts only the candidate gets right, {losses} only current; p_worse={p:.3g})"
+    )
+    if p < alpha:
+        return False, f"candidate is significantly worse (p < {alpha:g}): {score}"
+    if margin and (wins - losses) / samples + 1e-12 < margin:
+        return False, f"candidate does not beat current by the margin {margin:.4f}: {score}"
+    if wins >= losses:
+        return True, f"candidate is at least as accurate: {score}"
+    if candidate.train_samples > current.train_samples:
+        more = f"{candidate.train_samples} corrections vs {current.train_samples}"
+        return True, f"candidate is behind within noise and learned from more data ({more}): {score}"
+    return False, f"candidate is behind and learned from no more data than current: {score}"

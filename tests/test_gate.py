@@ -1,0 +1,73 @@
+"""The promotion gate's paired test, on answers made up to the case (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.validation import Answers, decide, p_worse
+
+GATE = {"alpha": 0.05, "margin": 0.0, "min_samples": 20}
+
+
+def answers(right: int, total: int, train_samples: int) -> Answers:
+    hits = [True] * right + [False] * (total - right)
+    return Answers(hits, train_samples)
+
+
+def test_the_exact_mcnemar_tail():
+    assert p_worse(0, 0) == 1.0
+    assert p_worse(5, 0) == pytest.approx(1 / 32)
+    assert p_worse(1, 0) == 0.5
+    assert p_worse(0, 7) == 1.0
+    assert p_worse(3, 1) == pytest.approx(5 / 16)  # P(X >= 3), X ~ Binomial(4, 1/2)
+    assert p_worse(600, 400) < 1e-9  # large counts stay exact, no overflow
+
+
+def test_one_text_worse_after_more_data_is_noise_and_promoted():
+    # The issue's run: 0.7807 vs 0.7895 on 114 texts, the candidate trained on more data.
+    current = answers(90, 114, train_samples=151)
+    candidate = answers(89, 114, train_samples=386)
+    gate = decide(current, candidate, **GATE)
+    assert gate.promote, gate.reason
+    assert (gate.only_current_right, gate.only_candidate_right) == (1, 0)
+    assert gate.p_worse == 0.5
+    assert "more data" in gate.reason
+
+
+def test_one_text_worse_on_no_more_data_is_rejected():
+    gate = decide(answers(90, 114, 386), answers(89, 114, 386), **GATE)
+    assert not gate.promote
+    assert "no more data" in gate.reason
+
+
+def test_significantly_worse_is_rejected_whatever_the_data():
+    # Candidate loses 12 texts current got right, wins 2: p ~ 0.006.
+    current = Answers([True] * 12 + [False] * 2 + [True] * 86, 100)
+    candidate = Answers([False] * 12 + [True] * 2 + [True] * 86, 10_000)
+    gate = decide(current, candidate, **GATE)
+    assert not gate.promote
+    assert gate.p_worse < 0.05
+    assert "significantly worse" in gate.reason
+
+
+def test_better_is_promoted_and_too_few_texts_never_are():
+    assert decide(answers(80, 100, 50), answers(90, 100, 50), **GATE).promote
+    few = decide(answers(5, 10, 0), answers(10, 10, 20), **GATE)
+    assert not few.promote
+    assert "validation samples" in few.reason
+
+
+def test_a_margin_demands_a_point_estimate_gain():
+    gate = decide(answers(80, 100, 50), answers(80, 100, 90), **{**GATE, "margin": 0.02})
+    assert not gate.promote
+    assert "margin" in gate.reason
+    assert decide(answers(80, 100, 50), answers(83, 100, 90), **{**GATE, "margin": 0.02}).promote
+
+
+def test_the_report_holds_the_evidence():
+    report = decide(answers(80, 100, 50), answers(85, 100, 90), **GATE).as_dict()
+    assert report["test"].startswith("exact McNemar")
+    assert report["current_accuracy"] == 0.8
+    assert report["candidate_accuracy"] == 0.85
+    assert (report["current_train_samples"], report["candidate_train_samples"]) == (50, 90)
+    assert report["alpha"] == 0.05
