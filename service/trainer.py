@@ -17,6 +17,7 @@ from service.metrics import record_training_run
 from service.settings import ServiceSettings
 from training.job_settings import JobSettings
 from training.loop import TrainingLoop, job_from_settings, yield_cpu
+from training.lora_targets import check_base_model
 from training.settings import load_settings
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -44,6 +45,9 @@ class Trainer:
     def __init__(self) -> None:
         use_bentoml_logging()
         settings = load_settings(JobSettings)
+        train = settings.train
+        targets = check_base_model(settings.base_model, train.target_modules, train.lora_layers)
+        log.info("LoRA targets: %s", targets.describe())
         yield_cpu(settings.train_nice)  # this process only trains
         self.loop = TrainingLoop(
             job_from_settings(settings), settings.train_poll_s, on_run=record_training_run

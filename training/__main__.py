@@ -106,8 +106,12 @@ def export_samples(args, settings) -> int:
 def run_training(args, settings) -> int:
     from training.locks import TrainingBusy
     from training.loop import TrainingLoop, job_from_settings, yield_cpu
+    from training.lora_targets import check_base_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    train = settings.train
+    targets = check_base_model(settings.base_model, train.target_modules, train.lora_layers)
+    logging.info("LoRA targets: %s", targets.describe())
     yield_cpu(settings.train_nice)
     job = job_from_settings(settings)
     if not args.once:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from training import lora_targets
 from training.model import TextClassifier
 from training.registry import RegistryError, check_entries
 
 HEAD_FILE = "head.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+log = logging.getLogger(__name__)
 
 
 class AdapterMismatch(RegistryError):
@@ -60,23 +63,27 @@ def check_compatible(manifest: dict, version: str, base_fingerprint: str, base_i
 
 
 def attach_lora(model: TextClassifier, config, warm_start: Path | None = None) -> None:
-    """Wrap the encoder with a trainable LoRA: a fresh one, or a copy of `warm_start`'s."""
+    """Wrap the encoder with a trainable LoRA: a fresh one, or a copy of `warm_start`'s.
+
+    A fresh one goes on the targets resolved from the encoder (training/lora_targets.py);
+    peft writes them into the adapter's `adapter_config.json`, the record of what got
+    LoRA. A warm start keeps the targets its adapter was trained with.
+    """
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if warm_start is not None:
         check_entries(warm_start)
         model.encoder = PeftModel.from_pretrained(model.encoder, warm_start, is_trainable=True)
         return
-    layers = getattr(model.encoder.config, "num_hidden_layers", 0)
-    top = None
-    if config.lora_layers and layers and config.lora_layers < layers:
-        top = list(range(layers - config.lora_layers, layers))
+    targets = lora_targets.resolve(model.encoder, config.target_modules, config.lora_layers)
+    log.info("LoRA on %s", targets.describe())
     lora = LoraConfig(
-        layers_to_transform=top,
+        target_modules=list(targets.modules),
+        layers_to_transform=list(targets.layers),
+        layers_pattern=targets.pattern,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
     )
     model.encoder = get_peft_model(model.encoder, lora)
 

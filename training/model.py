@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 from pathlib import Path
 
@@ -49,15 +50,46 @@ def resolve_base_model(name: str | None) -> tuple[str, bool]:
 def load_encoder(name: str | None):
     """(encoder, tokenizer) for a base model; local folders never touch the network."""
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     transformers.logging.set_verbosity_error()  # the load report lists the unused pooler
     transformers.logging.disable_progress_bar()
     source, local = resolve_base_model(name)
     log.info("loading base model %s", source)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-    encoder = AutoModel.from_pretrained(source, local_files_only=local, add_pooling_layer=False)
+    config = AutoConfig.from_pretrained(source, local_files_only=local)
+    encoder = AutoModel.from_pretrained(
+        source, config=config, local_files_only=local, **encoder_options(config)
+    )
     return encoder, tokenizer
+
+
+def encoder_skeleton(name: str | None) -> nn.Module:
+    """The base model's modules on the meta device: every name and shape, no weights.
+
+    Enough to check settings against the architecture at start-up, in milliseconds and
+    without the memory of a second copy of the model.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    source, local = resolve_base_model(name)
+    config = AutoConfig.from_pretrained(source, local_files_only=local)
+    with torch.device("meta"):
+        return AutoModel.from_config(config, **encoder_options(config))
+
+
+def encoder_options(config) -> dict:
+    """`add_pooling_layer=False` where the model class takes it (BERT, RoBERTa, MPNet).
+
+    Mean pooling never uses the pooler; DistilBERT has none and refuses the argument.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    model_class = MODEL_MAPPING.get(type(config), None)
+    if model_class is None:
+        return {}
+    takes = inspect.signature(model_class.__init__).parameters
+    return {"add_pooling_layer": False} if "add_pooling_layer" in takes else {}
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
