@@ -6,7 +6,7 @@ import pytest
 
 from training.validation import Answers, decide, p_worse
 
-GATE = {"alpha": 0.05, "margin": 0.0, "min_samples": 20}
+GATE = {"alpha": 0.25, "margin": 0.0, "min_samples": 20}
 
 
 def answers(right: int, total: int, train_samples: int) -> Answers:
@@ -47,7 +47,23 @@ def test_significantly_worse_is_rejected_whatever_the_data():
     gate = decide(current, candidate, **GATE)
     assert not gate.promote
     assert gate.p_worse < 0.05
-    assert "significantly worse" in gate.reason
+    assert "candidate is worse" in gate.reason
+
+
+def test_six_lost_one_won_of_sixteen_is_worse_even_after_more_data():
+    # A sentiment stream's second run: 8/16 against 13/16, p_worse = 0.0625.
+    current = Answers([True] * 6 + [False] + [True] * 7 + [False] * 2, 11)
+    candidate = Answers([False] * 6 + [True] + [True] * 7 + [False] * 2, 24)
+    gate = decide(current, candidate, **GATE)
+    assert (gate.only_current_right, gate.only_candidate_right) == (6, 1)
+    assert gate.p_worse == pytest.approx(0.0625)
+    assert not gate.promote, gate.reason
+
+
+def test_two_texts_behind_after_more_data_is_still_noise():
+    gate = decide(answers(90, 114, 151), answers(88, 114, 386), **GATE)
+    assert gate.p_worse == 0.25  # 2 lost, 0 won
+    assert gate.promote, gate.reason
 
 
 def test_better_is_promoted_and_too_few_texts_never_are():
@@ -70,4 +86,4 @@ def test_the_report_holds_the_evidence():
     assert report["current_accuracy"] == 0.8
     assert report["candidate_accuracy"] == 0.85
     assert (report["current_train_samples"], report["candidate_train_samples"]) == (50, 90)
-    assert report["alpha"] == 0.05
+    assert report["alpha"] == 0.25

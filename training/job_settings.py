@@ -71,12 +71,12 @@ class JobSettings(CoreSettings):
         ),
     )
     gate_alpha: float = Field(
-        0.05,
+        0.25,
         gt=0,
         lt=1,
         description=(
-            "Significance level of the gate's paired test: a candidate whose losses against"
-            " current are this unlikely under 'equally good' is rejected as worse."
+            "The gate's paired test rejects a candidate as worse when an equally good one"
+            " would lose this badly less often than this (exact McNemar p-value)."
         ),
     )
     min_validation_samples: int = Field(

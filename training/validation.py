@@ -6,7 +6,12 @@ better. The gate runs the exact McNemar test on them (a one-sided binomial test 
 candidate's losses among the discordant pairs) and decides:
 
 - fewer held-out texts than the minimum: no promotion (nothing to test on);
-- the candidate is significantly worse (p < alpha): rejected, always;
+- the evidence says the candidate is worse (p < alpha): rejected, always. alpha is 0.25
+  by default, not the textbook 0.05: promoting a worse adapter costs every user until the
+  next run, rejecting a better one only waits for that run (at 0.05 a sentiment stream
+  promoted a candidate that lost 6 texts and won 1 of 16, p = 0.06, and served 5 points
+  worse). One text behind is p >= 0.5 however many texts, two behind 0.25-0.5, three
+  0.125-0.35;
 - the candidate is at least as accurate: promoted;
 - it is less accurate, but within noise: promoted only if it learned from more
   corrections than the adapter in service (the data is the reason to expect it better,
@@ -130,7 +135,7 @@ def _verdict(samples, losses, wins, p, current, candidate, *, alpha, margin, min
         f" ({wins} texts only the candidate gets right, {losses} only current; p_worse={p:.3g})"
     )
     if p < alpha:
-        return False, f"candidate is significantly worse (p < {alpha:g}): {score}"
+        return False, f"the evidence says the candidate is worse (p_worse < {alpha:g}): {score}"
     if margin and (wins - losses) / samples + 1e-12 < margin:
         return False, f"candidate does not beat current by the margin {margin:.4f}: {score}"
     if wins >= losses:
