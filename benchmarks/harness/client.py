@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from benchmarks.harness.data import TextPool
+from benchmarks.harness.report import say
 
 
 class HttpConnection:
@@ -155,11 +156,28 @@ def one_text_each(pool: TextPool) -> Iterator[dict]:
         yield {"texts": pool.take(1)}
 
 
+RETRIES = 5  # a 503 says "overloaded, come back": a client backs off and sends it again
+
+
 def post_all(base_url: str, path: str, payloads: list[object], clients: int = 1) -> list:
-    """POST every payload, `clients` at a time; the JSON answers in payload order."""
-    load = asyncio.run(drive(base_url, path, payloads, clients))
-    answers = sorted(load.answers, key=lambda answer: answer.index)
-    for answer in answers:
+    """POST every payload, `clients` at a time; the JSON answers in payload order.
+
+    A payload answered 503 is sent again after a pause, up to RETRIES times, as a polite
+    client does (BentoML's batcher answers 503 when a request outwaits its queue on an
+    overloaded host); any other status, or a 503 still there after that, is an error.
+    """
+    answers: dict[int, Answer] = {}
+    pending = list(range(len(payloads)))
+    for attempt in range(RETRIES + 1):
+        load = asyncio.run(drive(base_url, path, [payloads[i] for i in pending], clients))
+        for answer in load.answers:
+            answers[pending[answer.index]] = answer
+        pending = [i for i in pending if answers[i].status == 503]
+        if not pending or attempt == RETRIES:
+            break
+        say(f"POST {path}: {len(pending)} answered 503 (overloaded); again in {2**attempt} s")
+        time.sleep(2**attempt)
+    for _, answer in sorted(answers.items()):
         if answer.status != 200:
             raise RuntimeError(f"POST {path} answered {answer.status}: {answer.body[:300]!r}")
-    return [json.loads(answer.body) for answer in answers]
+    return [json.loads(answer.body) for _, answer in sorted(answers.items())]
