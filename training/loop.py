@@ -21,7 +21,9 @@ def yield_cpu(niceness: int) -> None:
 
     A niced trainer may use every core while serving is idle and gets almost none while
     it is busy, which protects serving better than a thread cap alone: one trainer thread
-    at normal priority would still take a whole core from the API.
+    at normal priority would still take a whole core from the API. The other side of
+    it, a niced thread starved on a busy core holding up the rest of the run, is
+    training/threads.py's to avoid: it trains on the cores other processes leave free.
     """
     if niceness > 0:
         os.nice(niceness)

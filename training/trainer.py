@@ -21,12 +21,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from training import threads
 from training.model import TextClassifier
 from training.predictor import Predictor, autocast_dtype, model_token_limit
-
-# The LoRA targets in BERT-style encoders (MiniLM, BERT, RoBERTa): attention
-# projections and both feed-forward layers.
-BERT_TARGETS = ("query", "key", "value", "dense")
 
 
 class TrainConfig(BaseModel):
@@ -38,12 +35,20 @@ class TrainConfig(BaseModel):
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: tuple[str, ...] = Field(
-        BERT_TARGETS, description="Encoder modules LoRA wraps (BERT-style names)."
+        (),
+        description=(
+            "Encoder modules LoRA wraps, by name (`query`) or dotted suffix; empty = every"
+            " linear layer in the encoder's layers, attention and feed-forward (BERT and"
+            " MiniLM: query, key, value, dense; MPNet: q, k, v, o, dense)."
+        ),
     )
     lora_layers: int = Field(
         3,
         ge=0,
-        description="LoRA on the top N encoder layers only (0 = all): backward stops below them.",
+        description=(
+            "LoRA on the top N of the encoder's layers only (0 or more than it has = all):"
+            " backward stops below them."
+        ),
     )
     epochs: float = Field(
         3.0, gt=0, description="Passes over the training samples in the LoRA phase."
@@ -241,6 +246,7 @@ class Trainer:
             if time.perf_counter() >= deadline:
                 stopped_by = "max_seconds"
                 break
+            threads.recheck()  # a busy host gets fewer threads, mid-run
             chunk = batches.pop()
             loss_value = self._step(encoded, chunk, targets, weights, optimizer)
             scheduler.step()
