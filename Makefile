@@ -45,10 +45,10 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_training --data $(DATA)
 	$(PY) -m benchmarks.bench_swap
 
-# The learning curve through the real service, as in docs/benchmarks.md (20-40 min on 2
+# The learning curve through the real service, as in docs/benchmarks.md (15-25 min on 2
 # CPU cores; ONLINE_ARGS adds options, that page has the short --quick run).
 bench-online: $(STAMP)
-	$(PY) -m benchmarks.online --data $(DATA) --set VALIDATION_PERCENT=10 $(ONLINE_ARGS)
+	$(PY) -m benchmarks.online --data $(DATA) $(ONLINE_ARGS)
 
 build: $(STAMP)
 	$(VENV)/bin/bentoml build

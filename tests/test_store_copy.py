@@ -42,7 +42,14 @@ def held(store) -> dict:
         "runs": store.runs(limit=100),
         "predictions": store.get_predictions([f"p{i}" for i in range(5)]),
         "cursor": (store.max_sample_id(), training_cursor(store), pending_samples(store)),
-        "due": due(store, min_new_samples=3, first_samples=3, max_interval_s=3600, failure_backoff_s=0, now=1e10),
+        "due": due(
+            store,
+            min_new_samples=3,
+            first_samples=3,
+            max_interval_s=3600,
+            failure_backoff_s=0,
+            now=1e10,
+        ),
     }
 
 

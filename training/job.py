@@ -30,9 +30,9 @@ from training.model import base_model_id
 from training.predictor import Predictor, resolve_device, zero_shot_predictor
 from training.registry import BASE, RegistryError
 from training.schedule import due, pending_samples
+from training.split import holdout_percent, split_for, text_key
 from training.store import RunState, TrainingRun
 from training.trainer import Trainer
-from training.split import holdout_percent, split_for, text_key
 from training.validation import Answers, decide, hits, lacking_evidence
 
 log = logging.getLogger(__name__)

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0  # how often a run looks again; also the window the load is averaged over
 FIRST_WINDOW_S = 0.25  # the look before a run: long enough for 25 clock ticks a core
-# A core others keep busy less than this share of the time still counts as free. The
-# break-even: a niced thread starved a share f of the time stalls the whole op about as
-# long, so 2 threads keep about (1 - f) of their speed, and 1 thread ran at ~77% of 2 on
-# MiniLM here (LoRA steps, 2 cores). Idle noise (daemons, a shell) is well below it.
+# A core others keep busy less than this share of the time still counts as free: the
+# break-even. MiniLM LoRA steps at nice 19 on 2 cores ran 135 samples/s on 2 threads and
+# 90 on 1; with a nice-0 process busy a quarter of the time (seen as 0.2-0.25 cores)
+# 93 and 91; with one busy all the time 3 and 100. Idle noise (a shell) is well below.
 FREE_BELOW = 0.25
 CGROUP = Path("/sys/fs/cgroup")
 # /proc/stat columns after the cpu name; idle and iowait are the ones nobody used.

@@ -106,7 +106,15 @@ def decide(
     wins = sum(b and not a for a, b in zip(current.hits, candidate.hits))
     p = p_worse(losses, wins)
     promote, reason = _verdict(
-        samples, losses, wins, p, current, candidate, alpha=alpha, margin=margin, min_samples=min_samples
+        samples,
+        losses,
+        wins,
+        p,
+        current,
+        candidate,
+        alpha=alpha,
+        margin=margin,
+        min_samples=min_samples,
     )
     return GateReport(
         validation_samples=samples,
@@ -142,5 +150,8 @@ def _verdict(samples, losses, wins, p, current, candidate, *, alpha, margin, min
         return True, f"candidate is at least as accurate: {score}"
     if candidate.train_samples > current.train_samples:
         more = f"{candidate.train_samples} corrections vs {current.train_samples}"
-        return True, f"candidate is behind within noise and learned from more data ({more}): {score}"
+        return (
+            True,
+            f"candidate is behind within noise and learned from more data ({more}): {score}",
+        )
     return False, f"candidate is behind and learned from no more data than current: {score}"
