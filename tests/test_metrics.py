@@ -67,6 +67,7 @@ def served(tmp_path_factory, tiny_model_dir):
         tmp_path,
         LIVETUNE_WORKERS=str(WORKERS),
         LIVETUNE_TRAIN_MIN_NEW_SAMPLES="1000000",  # runs start on POST /train only
+        LIVETUNE_TRAIN_FIRST_SAMPLES="1000000",
         LIVETUNE_TRAIN_POLL_S="0.5",
         **tiny_training_env(tiny_model_dir),
     ) as server:

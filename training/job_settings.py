@@ -31,6 +31,7 @@ class JobSettings(CoreSettings):
         description=(
             "Corrections that start the first run; until train_min_new_samples is reached,"
             " each later run starts once the data has doubled (10, 20, 40, 80, then every 50)."
+            " Set both this and train_min_new_samples high for runs on demand only."
         ),
     )
     train_max_interval_s: float = Field(
