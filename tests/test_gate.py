@@ -87,3 +87,12 @@ def test_the_report_holds_the_evidence():
     assert report["candidate_accuracy"] == 0.85
     assert (report["current_train_samples"], report["candidate_train_samples"]) == (50, 90)
     assert report["alpha"] == 0.25
+
+
+def test_a_negative_margin_is_a_set_tolerance_but_never_overrides_the_test():
+    tolerant = {**GATE, "margin": -0.05}
+    assert decide(answers(90, 100, 50), answers(88, 100, 50), **tolerant).promote  # p = 0.25
+    by_margin = decide(answers(90, 100, 50), answers(84, 100, 50), **{**tolerant, "alpha": 1e-9})
+    assert not by_margin.promote and "margin" in by_margin.reason
+    worse = decide(answers(90, 100, 50), answers(80, 100, 50), **{**GATE, "margin": -1})
+    assert not worse.promote and worse.p_worse < 0.25

@@ -67,8 +67,9 @@ class JobSettings(CoreSettings):
         ge=-1,
         le=1,
         description=(
-            "If above 0, a candidate must also beat the current validation accuracy by this"
-            " (a fraction: 0.01 = one point) on the point estimate."
+            "If not 0, a candidate must reach the current validation accuracy plus this"
+            " (a fraction: 0.01 = one point; below 0 a tolerance) on the point estimate,"
+            " instead of the data rule; one the paired test finds worse is still rejected."
         ),
     )
     gate_alpha: float = Field(

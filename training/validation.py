@@ -17,8 +17,9 @@ candidate's losses among the discordant pairs) and decides:
   corrections than the adapter in service (the data is the reason to expect it better,
   and the test finds no evidence against it), rejected otherwise.
 
-A positive margin additionally demands candidate >= current + margin, for operators who
-want every promotion to be an improvement on the point estimate.
+A margin other than 0 replaces the last three rules with candidate >= current + margin on
+the point estimate (above 0: every promotion an improvement; below 0: a set tolerance);
+a candidate the test finds worse is still rejected.
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def _verdict(samples, losses, wins, p, current, candidate, *, alpha, margin, min
     )
     if p < alpha:
         return False, f"the evidence says the candidate is worse (p_worse < {alpha:g}): {score}"
-    if margin and (wins - losses) / samples + 1e-12 < margin:
-        return False, f"candidate does not beat current by the margin {margin:.4f}: {score}"
+    if margin:  # the operator's own rule on the point estimate, either sign
+        if (wins - losses) / samples + 1e-12 < margin:
+            return False, f"candidate is not at current + the margin {margin:.4f}: {score}"
+        return True, f"candidate is at least current + the margin {margin:.4f}: {score}"
     if wins >= losses:
         return True, f"candidate is at least as accurate: {score}"
     if candidate.train_samples > current.train_samples:
