@@ -102,3 +102,19 @@ def training_cli(env: dict[str, str], *args: str, timeout: float = 600):
         text=True,
         timeout=timeout,
     )
+
+
+def tiny_job_settings(data_dir: Path, model_dir: Path, labels: Sequence[str] = (), **overrides):
+    """JobSettings for an in-process TrainingJob on the tiny model (toy labels by default)."""
+    from training.job_settings import JobSettings
+    from training.labels import Label
+
+    return JobSettings(
+        data_dir=data_dir,
+        base_model=str(model_dir),
+        labels=[Label(name) for name in labels or TOY_LABELS],
+        label_template="{name}",
+        train=TINY_TRAIN,
+        train_device="cpu",
+        **overrides,
+    )

@@ -7,11 +7,9 @@ import threading
 import pytest
 
 from tests.conftest import TOY_LABELS
-from tests.factories import TINY_TRAIN, toy_samples
+from tests.factories import TINY_TRAIN, tiny_job_settings, toy_samples
 from training.backends import open_backends
 from training.job import TrainingJob
-from training.job_settings import JobSettings
-from training.labels import Label
 from training.locks import TrainingBusy
 from training.split import holdout_percent, split_for, text_key
 from training.store import NewSample
@@ -19,15 +17,11 @@ from training.store import NewSample
 
 @pytest.fixture
 def job(tmp_path, tiny_model_dir):
-    settings = JobSettings(
-        data_dir=tmp_path,
+    settings = tiny_job_settings(
+        tmp_path,
+        tiny_model_dir,
         validation_percent=30,
         keep_adapters=3,
-        base_model=str(tiny_model_dir),
-        labels=[Label(name) for name in TOY_LABELS],
-        label_template="{name}",
-        train=TINY_TRAIN,
-        train_device="cpu",
         train_min_new_samples=20,
         min_validation_samples=10,
     )
@@ -165,14 +159,7 @@ def test_on_a_two_label_task_the_first_promotion_comes_within_twenty_corrections
     """Default trigger, holdout and gate: the trainer runs at 10 corrections (too few held
     out to promote), at 20 it holds out about half and the paired test promotes."""
     labels = TOY_LABELS[:2]
-    settings = JobSettings(
-        data_dir=tmp_path,
-        base_model=str(tiny_model_dir),
-        labels=[Label(name) for name in labels],
-        label_template="{name}",
-        train=TINY_TRAIN,
-        train_device="cpu",
-    )
+    settings = tiny_job_settings(tmp_path, tiny_model_dir, labels)
     samples = [(text, label) for text, label in toy_samples(200) if label in labels]
     backends = open_backends(settings)
     job = TrainingJob(backends, settings)

@@ -7,13 +7,10 @@ import functools
 import pytest
 import torch
 
-from tests.conftest import TOY_LABELS
-from tests.factories import TINY_TRAIN, toy_samples
+from tests.factories import tiny_job_settings, toy_samples
 from training import threads
 from training.backends import open_backends
 from training.job import TrainingJob
-from training.job_settings import JobSettings
-from training.labels import Label
 from training.store import NewSample
 from training.threads import (
     CpuReading,
@@ -163,15 +160,8 @@ def tiny_job(tmp_path, tiny_model_dir):
     """A TrainingJob on the tiny model with enough toy corrections for a run."""
 
     def build(**settings) -> TrainingJob:
-        settings = JobSettings(
-            data_dir=tmp_path,
-            base_model=str(tiny_model_dir),
-            labels=[Label(name) for name in TOY_LABELS],
-            label_template="{name}",
-            train=TINY_TRAIN,
-            train_device="cpu",
-            min_validation_samples=10,
-            **settings,
+        settings = tiny_job_settings(
+            tmp_path, tiny_model_dir, min_validation_samples=10, **settings
         )
         backends = open_backends(settings)
         samples = [NewSample(text, label, source="test") for text, label in toy_samples(120)]
