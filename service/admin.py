@@ -7,6 +7,7 @@ service instance through `bentoml.get_current_service()`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 import anyio.to_thread
@@ -14,8 +15,9 @@ import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from service import labels, review
 from service.errors import error_response, unavailable
 from service.routes import ROUTES
 from service.schemas import Activated, AdapterOut, StatusOut
@@ -64,10 +66,13 @@ def status(service) -> StatusOut:
         active, registry_error = service.registry.current() or BASE, None
     except RegistryError as exc:
         active, registry_error = None, str(exc)
+    serving = service.serving
+    served = serving.state if serving is not None else None
     return StatusOut(
         base_model=service.base_model_id,
-        labels=[label.name for label in service.labels],
-        ready=service.serving is not None,
+        labels=serving.label_names if serving is not None else service.label_cache.names(),
+        label_set_version=served.label_set_version if served is not None else 0,
+        ready=serving is not None,
         active_adapter=active,
         registry_error=registry_error,
         workers=worker_states(store, service.worker_stale_s),
@@ -122,12 +127,29 @@ async def _adapters(request: Request) -> JSONResponse:
     return JSONResponse([adapter.model_dump(mode="json") for adapter in history])
 
 
-HANDLERS = {"/status": _status, "/adapters": _adapters}
+HANDLERS = {
+    ("GET", "/status"): _status,
+    ("GET", "/adapters"): _adapters,
+    ("GET", "/labels"): labels.get_labels,
+    ("POST", "/labels"): labels.post_label,
+    ("PATCH", "/labels/{name}"): labels.patch_label,
+    ("POST", "/labels/{name}/retire"): labels.retire_label,
+    ("GET", "/review"): review.review_items,
+}
+
+
+def starlette_path(path: str) -> str:
+    """The table's `{param}` as Starlette's `{param:path}`: a label name may hold a "/"."""
+    return re.sub(r"\{(\w+)\}", r"{\1:path}", path)
+
+
 # A mounted route in the table without a handler here fails at import, not at a request.
 routes = Starlette(
     routes=[
-        Route(r.path, HANDLERS[r.path], methods=[r.method])
+        Route(starlette_path(r.path), HANDLERS[r.method, r.path], methods=[r.method])
         for r in ROUTES
         if r.served_by == "mounted"
     ]
+    # The review page and its files, under an open prefix of the table.
+    + [Mount(review.UI_PREFIX, app=review.ui)]
 )

@@ -11,7 +11,7 @@ import hmac
 import logging
 
 from service.errors import send_error
-from service.routes import ADMIN, METRICS, OPEN, OPEN_PREFIXES, SCOPES, route_path
+from service.routes import ADMIN, METRICS, OPEN, OPEN_PREFIXES, find, route_path
 from service.settings import TOKEN_SCOPES
 
 # Its own level: the middleware is built before the service instance sets up logging,
@@ -22,13 +22,14 @@ ANY = "any"  # any valid token: /metrics with LIVETUNE_METRICS_AUTH=true
 REALM = 'Bearer realm="livetune"'
 
 
-def required_scope(path: str, metrics_auth: bool = False) -> str | None:
-    """The scope a request to `path` needs (service/routes.py), None if open. Any other path
-    needs admin, so a route added later is closed until declared, and no client learns which
-    paths exist."""
+def required_scope(method: str, path: str, metrics_auth: bool = False) -> str | None:
+    """The scope `method` on `path` needs (service/routes.py), None if open. Anything not
+    declared needs admin, so a route added later is closed until declared, and no client
+    learns which paths or methods exist."""
     if path.startswith(OPEN_PREFIXES):
         return None
-    scope = SCOPES.get(path, ADMIN)
+    route = find(method, path)
+    scope = route.scope if route is not None else ADMIN
     if scope == METRICS:
         return ANY if metrics_auth else None
     return None if scope == OPEN else scope
@@ -58,7 +59,7 @@ class BearerAuth:
     async def __call__(self, scope, receive, send):
         if not self.enabled or scope["type"] not in ("http", "websocket") or is_preflight(scope):
             return await self.app(scope, receive, send)
-        needed = required_scope(route_path(scope), self.metrics_auth)
+        needed = required_scope(scope.get("method", "GET"), route_path(scope), self.metrics_auth)
         if needed is None:
             return await self.app(scope, receive, send)
         token = bearer_token(scope["headers"])

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from training.store import FeedbackStore, NewSample
+from training.store.labels import LabelSet
 
 MAX_LISTED_LABELS = 200
 # Another worker may have served a prediction a moment ago and not yet written it.
@@ -13,16 +14,19 @@ LATE_PREDICTION_WAIT_S = 0.25
 
 
 def resolve_samples(
-    samples: Sequence, label_names: Sequence[str], store: FeedbackStore
+    samples: Sequence, label_set: LabelSet, store: FeedbackStore
 ) -> tuple[list[NewSample], list[dict]]:
-    """(samples ready to store, errors by index); store nothing when errors is not empty."""
+    """(samples ready to store, errors by index); store nothing when errors is not empty.
+    A label must be active in `label_set`: a retired one is refused as such."""
+    label_names = label_set.names()
     valid = set(label_names)
     by_id = find_predictions(store, [s.prediction_id for s in samples if s.prediction_id])
     by_text = store.latest_prediction_for_text([s.text for s in samples if s.text])
     resolved, errors = [], []
     for index, sample in enumerate(samples):
         if sample.label not in valid:
-            errors.append(_unknown_label(index, sample.label, label_names))
+            retired = label_set.get(sample.label) is not None
+            errors.append((_retired if retired else _unknown_label)(index, sample.label, label_names))
         prediction = by_id.get(sample.prediction_id) if sample.prediction_id else None
         if sample.prediction_id and prediction is None:
             errors.append(
@@ -55,6 +59,16 @@ def find_predictions(store: FeedbackStore, ids: list[str]) -> dict:
         time.sleep(LATE_PREDICTION_WAIT_S)
         found.update(store.get_predictions(missing))
     return found
+
+
+def _retired(index: int, label: str, label_names: Sequence[str]) -> dict:
+    return {
+        "loc": ["samples", index, "label"],
+        "msg": f"label {label!r} is retired: it is no longer predicted nor accepted in"
+        " corrections (its stored corrections are kept)",
+        "type": "retired_label",
+        "valid_labels": list(label_names),
+    }
 
 
 def _unknown_label(index: int, label: str, label_names: Sequence[str]) -> dict:

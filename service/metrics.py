@@ -71,6 +71,11 @@ ADAPTER_INFO = Gauge(
     ["version"],
     multiprocess_mode="liveall",  # one series per live worker: shows convergence
 )
+LABEL_SET_VERSION = Gauge(
+    "livetune_label_set_version",
+    "The label-set version a worker serves; every change adds one.",
+    multiprocess_mode="liveall",  # one series per live worker: shows convergence
+)
 TRAINING_RUNS = Counter(
     "livetune_training_runs", "Training runs finished by the Trainer, by outcome.", ["outcome"]
 )
@@ -91,6 +96,10 @@ PENDING = _store_gauge(
     "livetune_feedback_pending_samples", "Corrections not yet seen by a finished training run."
 )
 STORED = _store_gauge("livetune_feedback_stored_samples", "Active corrections in the store.")
+LABELS_ACTIVE = _store_gauge(
+    "livetune_labels_active", "Labels predicted and accepted in corrections now."
+)
+LABELS_RETIRED = _store_gauge("livetune_labels_retired", "Labels retired, kept with their history.")
 ONLINE_ACCURACY = _store_gauge(
     "livetune_online_accuracy",
     "Share of the most recent corrections linked to a served prediction whose served label"
@@ -178,6 +187,10 @@ def record_serving(version: str) -> None:
     ADAPTER_INFO.labels(version=version).set(1)
 
 
+def record_label_set(version: int) -> None:
+    LABEL_SET_VERSION.set(version)
+
+
 def record_training_run(run: TrainingRun) -> None:
     TRAINING_RUNS.labels(outcome=run.state).inc()
     if run.finished_at is not None:
@@ -188,6 +201,9 @@ def refresh_from_store(store: FeedbackStore, online_window: int) -> None:
     """Set the store-derived gauges; called just before /metrics is rendered."""
     PENDING.set(pending_samples(store))
     STORED.set(store.count_samples())
+    label_set = store.label_set()
+    LABELS_ACTIVE.set(len(label_set.names()))
+    LABELS_RETIRED.set(len(label_set.records) - len(label_set.names()))
     agreed, total = store.agreement(online_window)
     ONLINE_WINDOW.set(total)
     if total:
@@ -227,5 +243,37 @@ class RefreshOnScrape:
             return
         try:
             refresh_from_store(service.store, self.online_window)
+            refresh_review(service)
         except Exception:  # a scrape must still answer with the other metrics
             log.exception("could not refresh the store metrics")
+
+
+# The review queue (service/review.py).
+REVIEW_SERVED = Counter(
+    "livetune_review_items_served", "Items GET /review handed out, each leased to a reviewer."
+)
+REVIEW_DEPTH = _store_gauge(
+    "livetune_review_queue_depth",
+    "Texts GET /review could hand out now: served, not labeled, not leased (among the newest"
+    " LIVETUNE_REVIEW_POOL predictions).",
+)
+REVIEW_LABELED = _store_gauge(
+    "livetune_review_labeled_samples",
+    'Active corrections of texts GET /review had handed out (via="queue") and of all others'
+    ' (via="elsewhere").',
+    ["via"],
+)
+
+
+def record_review_served(count: int) -> None:
+    REVIEW_SERVED.inc(count)
+
+
+def refresh_review(service) -> None:
+    """Set the review queue's store-derived gauges."""
+    from service.review import queue_of  # it imports this module: imported when first used
+
+    counts = queue_of(service).counts()
+    REVIEW_DEPTH.set(counts.depth)
+    REVIEW_LABELED.labels(via="queue").set(counts.labeled_from_queue)
+    REVIEW_LABELED.labels(via="elsewhere").set(counts.labeled_elsewhere)

@@ -11,6 +11,7 @@ read this document, so it has to be true.
 from __future__ import annotations
 
 import json
+import re
 from http import HTTPStatus
 
 from pydantic import TypeAdapter
@@ -71,7 +72,8 @@ def amend(spec: dict, secured: bool, metrics_auth: bool = False) -> dict:
     paths = spec["paths"]
     for route in ROUTES:
         if route.served_by == "mounted":
-            paths[route.path] = {route.method.lower(): mounted_operation(route, schemas)}
+            operation = mounted_operation(route, schemas)
+            paths.setdefault(route.path, {})[route.method.lower()] = operation
     for path, item in paths.items():
         for method, operation in item.items():
             route = find(method, path)
@@ -79,7 +81,7 @@ def amend(spec: dict, secured: bool, metrics_auth: bool = False) -> dict:
                 document(route, operation)
             _error_bodies(operation, route)
             if secured:
-                _secure(path, operation, metrics_auth)
+                _secure(method, path, operation, metrics_auth)
     if secured:
         scheme = {"type": "http", "scheme": "bearer", "description": "LIVETUNE_TOKENS_*"}
         spec["components"]["securitySchemes"] = {"bearer": scheme}
@@ -90,7 +92,23 @@ def mounted_operation(route: Route, schemas: dict) -> dict:
     """The operation of a route BentoML does not know: its answer's schema from its type."""
     schema = TypeAdapter(route.answer).json_schema(ref_template=SCHEMAS + "{model}")
     schemas.update(schema.pop("$defs", {}))
-    return {"description": route.summary, "responses": {"200": json_body(route.summary, schema)}}
+    operation = {
+        "description": route.summary,
+        "responses": {str(route.ok): json_body(route.summary, schema)},
+    }
+    params = re.findall(r"\{(\w+)\}", route.path)
+    if params:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in params
+        ]
+    if route.body is not None:
+        body = TypeAdapter(route.body).json_schema(ref_template=SCHEMAS + "{model}")
+        schemas.update(body.pop("$defs", {}))
+        operation["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": body}}
+        }
+    return operation
 
 
 def document(route: Route, operation: dict) -> None:
@@ -117,8 +135,8 @@ def _error_bodies(operation: dict, route: Route | None) -> None:
             responses[status] = json_body(ERRORS[int(status)], ERROR_REF)
 
 
-def _secure(path: str, operation: dict, metrics_auth: bool) -> None:
-    needed = required_scope(path, metrics_auth)
+def _secure(method: str, path: str, operation: dict, metrics_auth: bool) -> None:
+    needed = required_scope(method, path, metrics_auth)
     if needed is None:
         return
     operation["security"] = [{"bearer": []}]

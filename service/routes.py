@@ -7,18 +7,28 @@ its GET routes from it, and the tests check it against what the server really se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.metrics import METRICS_PATH
-from service.schemas import AdapterOut, StatusOut
+from service.schemas import (
+    AdapterOut,
+    DescriptionIn,
+    LabelChanged,
+    LabelIn,
+    LabelsOut,
+    StatusOut,
+)
+from service.review import ReviewOut
 from service.settings import TOKEN_SCOPES
 
 PREDICT, FEEDBACK, ADMIN = TOKEN_SCOPES
 OPEN = "open"  # never a token: orchestrators call probes bare, and docs hold no secrets
 METRICS = "metrics"  # open, or any valid token with LIVETUNE_METRICS_AUTH=true
-# The docs page's static files; any other path not in the table needs admin.
-OPEN_PREFIXES = ("/static_content/", "/assets/")
+# The docs page's static files, and the review page (service/review.py: it holds no
+# secret, its API calls carry the token); any other path not in the table needs admin.
+OPEN_PREFIXES = ("/static_content/", "/assets/", "/ui/")
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,23 @@ class Route:
     # "bentoml": answered by BentoML itself (its errors are plain text, not ours).
     served_by: Literal["api", "mounted", "bentoml"] = "api"
     answer: Any = None  # the answer's type, for mounted routes (BentoML reads the APIs')
+    body: Any = None  # the request body's type, for mounted routes that take one
     needs_model: bool = False  # 503 in our error shape until the model is loaded
+    # `path` as a pattern: a `{param}` matches one or more characters, "/" included, since
+    # a label name may hold one (Starlette's `{param:path}`).
+    pattern: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = re.split(r"\{\w+\}", self.path)
+        regex = ".+".join(re.escape(part) for part in parts)
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+    @property
+    def templated(self) -> bool:
+        return "{" in self.path
+
+    def matches(self, path: str) -> bool:
+        return self.pattern.match(path) is not None
 
 
 # fmt: off
@@ -52,6 +78,21 @@ ROUTES = (
     Route("GET", "/adapters", ADMIN,
           "Every adapter version, newest first: metrics, parent, data size, created, active.",
           (503,), served_by="mounted", answer=list[AdapterOut]),
+    Route("GET", "/labels", PREDICT,
+          "The label set: every label, its state, corrections, and whether it is trained.",
+          (503,), served_by="mounted", answer=LabelsOut),
+    Route("POST", "/labels", ADMIN, "Add a label; every worker predicts it within 2 s.",
+          (409, 413, 415, 503), ok=201, served_by="mounted", answer=LabelChanged, body=LabelIn),
+    Route("PATCH", "/labels/{name}", ADMIN,
+          "Change a label's description (its zero-shot text until it is trained).",
+          (404, 409, 413, 415, 503), served_by="mounted", answer=LabelChanged,
+          body=DescriptionIn),
+    Route("POST", "/labels/{name}/retire", ADMIN,
+          "Retire a label: no longer predicted nor accepted; its corrections stay.",
+          (404, 409, 413, 415, 503), served_by="mounted", answer=LabelChanged),
+    Route("GET", "/review", FEEDBACK,
+          "The served predictions most worth a label, most useful first, leased to the caller.",
+          (503,), served_by="mounted", answer=ReviewOut, needs_model=True),
     Route("GET", "/livez", OPEN, "Liveness: 503 if the model failed to load.", (503,),
           served_by="bentoml"),
     Route("GET", "/healthz", OPEN, "Liveness, as /livez.", (503,), served_by="bentoml"),
@@ -66,23 +107,21 @@ ROUTES = (
 # fmt: on
 
 
-def scopes_by_path(routes: tuple[Route, ...]) -> dict[str, str]:
-    """{path: scope}; refuses a path declared with two scopes, as auth goes by path alone."""
-    scopes: dict[str, str] = {}
-    for route in routes:
-        if scopes.setdefault(route.path, route.scope) != route.scope:
-            raise ValueError(f"{route.path} has two scopes; give every method of it one")
-    return scopes
-
-
-SCOPES = scopes_by_path(ROUTES)
 BY_OPERATION = {(r.method, r.path): r for r in ROUTES}
+TEMPLATED = tuple(r for r in ROUTES if r.templated)
 NEEDS_MODEL = frozenset(r.path for r in ROUTES if r.needs_model)
 
 
 def find(method: str, path: str) -> Route | None:
-    """The route of `method` and `path` (either case of method), None if not declared."""
-    return BY_OPERATION.get((method.upper(), path))
+    """The route that serves `method` (either case; HEAD as GET) on `path`, a concrete
+    path or the table's own template; None if none is declared."""
+    method = method.upper()
+    method = "GET" if method == "HEAD" else method
+    route = BY_OPERATION.get((method, path))
+    if route is not None:
+        return route
+    # Literal paths first: "/labels/x/retire" is the retire route, not PATCH's "{name}".
+    return next((r for r in TEMPLATED if r.method == method and r.matches(path)), None)
 
 
 def route_path(scope) -> str:

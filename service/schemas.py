@@ -147,6 +147,9 @@ class WorkerState(BaseModel):
     last_swap_s: float | None = Field(description="How long the last swap took.")
     poll_failures: int = Field(description="Polls of CURRENT that could not reach the registry.")
     last_poll_error: str | None = Field(description="Why the last failed poll failed.")
+    # A heartbeat from a worker of an older release lacks these two: defaults, not a 500.
+    label_set_version: int = Field(0, description="The label-set version it serves.")
+    labels: int = Field(0, description="How many labels it predicts.")
 
 
 class TrainingRunOut(BaseModel):
@@ -170,7 +173,8 @@ class StatusOut(BaseModel):
     """What GET /status answers."""
 
     base_model: str
-    labels: list[str]
+    labels: list[str] = Field(description="The active labels the worker that answered predicts.")
+    label_set_version: int = Field(description="The version of that label set.")
     ready: bool = Field(description="Whether the worker that answered has its model loaded.")
     active_adapter: str | None = Field(
         description='The version CURRENT names ("base" = none); null while the registry'
@@ -200,3 +204,55 @@ class AdapterOut(BaseModel):
     data_cursor: int | None = Field(description="Highest sample id it was trained on.")
     device: str | None
     base_model: str | None
+
+
+class LabelOut(BaseModel):
+    """One label of the set, as GET /labels lists it."""
+
+    name: str
+    description: str = Field(description='The text its zero-shot row embeds ("": the name).')
+    state: Literal["active", "retired"]
+    added_at: float = Field(description="When it was added (Unix time).")
+    retired_at: float | None
+    corrections: int = Field(description="Active corrections stored with this label.")
+    trained: bool = Field(
+        description="Whether the adapter this worker serves learned from corrections of it"
+        " (false: it is predicted zero-shot)."
+    )
+
+
+class LabelsOut(BaseModel):
+    """GET /labels: the whole set, retired labels included, in head order."""
+
+    version: int = Field(description="The label-set version; every change adds one.")
+    labels: list[LabelOut]
+
+
+class ChangedLabel(BaseModel):
+    name: str
+    description: str
+    state: Literal["active", "retired"]
+    added_at: float
+    retired_at: float | None
+
+
+class LabelChanged(BaseModel):
+    """What a label change answers: the label as it is now, and the set's new version."""
+
+    version: int
+    label: ChangedLabel
+
+
+class LabelIn(BaseModel):
+    """POST /labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1-128 printable characters, no outer spaces.")
+    description: str = Field("", description="A short sentence a matching text resembles.")
+
+
+class DescriptionIn(BaseModel):
+    """PATCH /labels/{name}."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str

@@ -16,6 +16,7 @@ from service import admin, metrics
 from service.auth import BearerAuth
 from service.errors import error_response, unavailable
 from service.feedback import resolve_samples
+from service.labels import LabelCache
 from service.limits import BodySizeLimit, JSONBodies, ModelGate
 from service.logs import use_bentoml_logging
 from service.openapi import OpenAPIDocs
@@ -41,6 +42,7 @@ from training.model import base_model_id
 from training.predictor import Prediction, zero_shot_predictor
 from training.settings import load_settings
 from training.store import PredictionRecord, StoreUnavailable
+from training.store.labels import LabelSet
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger("livetune")
@@ -68,10 +70,10 @@ class Livetune:
 
     def __init__(self) -> None:
         use_bentoml_logging()
-        self.labels = settings.label_set()
-        self.label_names = [label.name for label in self.labels]
         backends = open_backends(settings)
         self.store = backends.store
+        # The configured labels seed the store's label set, which then rules (/labels).
+        self.label_cache = LabelCache(self.store, settings.label_set())
         self.registry = backends.registry
         self.prediction_log = PredictionLog(backends.predictions)
         self.worker_stale_s = settings.worker_stale_s
@@ -85,9 +87,15 @@ class Livetune:
     def _load(self) -> None:
         try:
             torch.set_num_threads(worker_threads(settings.workers, settings.threads))
+            try:
+                label_set = self.label_cache.seed()
+            except StoreUnavailable as exc:  # serve the configured set; the watcher syncs
+                log.warning("cannot read the label set yet; serving the configured one: %s", exc)
+                label_set = LabelSet(0)
+            labels = self.label_cache.labels()
             predictor = zero_shot_predictor(
                 settings.base_model,
-                self.labels,
+                labels,
                 template=settings.label_template,
                 device=settings.device,
                 precision=settings.precision,
@@ -97,16 +105,17 @@ class Livetune:
             )
             serving = ServingModel(
                 predictor,
-                self.label_names,
+                label_set,
                 self.registry,
                 base_fingerprint=fingerprint(predictor.model.encoder),
                 base_id=self.base_model_id,
+                template=settings.label_template,
             )
             # Follow CURRENT before declaring ready, so the first answer already uses it.
-            Watcher(serving, self.store, SWAP_POLL_S).start()
+            Watcher(serving, self.store, self.label_cache, SWAP_POLL_S).start()
             self.serving = serving
-            log.info("model ready on %s with %d labels, adapter %s",
-                     predictor.device, len(self.labels), serving.version)  # fmt: skip
+            log.info("model ready on %s with %d labels (set version %d), adapter %s",
+                     predictor.device, len(labels), label_set.version, serving.version)  # fmt: skip
         except BaseException as exc:  # reported by /livez, so the orchestrator restarts us
             log.exception("model failed to load")
             self.load_error = exc
@@ -126,7 +135,7 @@ class Livetune:
     )
     def predict(self, texts: Texts) -> Predictions:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
-        predictions, version = self._ready_serving().predict(texts)
+        predictions, version, _ = self._ready_serving().predict(texts)
         answers = [encode_prediction(p, version) for p in predictions]
         metrics.record_predictions([a.label for a in answers], [a.score for a in answers], version)
         if settings.log_predictions:
@@ -149,7 +158,8 @@ class Livetune:
     def _store_feedback(self, samples) -> FeedbackOut:
         self.prediction_log.flush()  # ids this worker just served must be findable
         try:
-            resolved, errors = resolve_samples(samples, self.label_names, self.store)
+            label_set = self.label_cache.latest()  # a label added a moment ago counts
+            resolved, errors = resolve_samples(samples, label_set, self.store)
             if errors:
                 message = f"{len(errors)} invalid sample(s); nothing was stored"
                 return error_response(400, message, items=errors)

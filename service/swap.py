@@ -1,10 +1,16 @@
-"""Hot-swap: a serving worker switches to the version the registry's CURRENT names.
+"""Hot-swap: a serving worker switches to the version the registry's CURRENT names, and
+to the label set the store holds.
 
 The watcher (service/watcher.py) polls CURRENT; a new version is materialized and loaded
 into the inactive one of two peft adapter slots off the request path, then switched in under the
 same lock every batch holds, so a batch is served entirely by one version and reports
 it. The previous version's slot is reused for the next one, so memory stays flat. A
 version that fails to load is remembered, reported, and the current one keeps serving.
+
+The head is assembled by label name: for each active label, the adapter's trained row,
+or else its zero-shot row (the embedding of its description or name, by the base
+encoder, as training starts it). A new label set (the watcher polls its version) gets a
+new head the same way, under the same lock: one batch, one label-set version.
 
 peft's `hotswap_adapter` is not used: it fails on adapters saved with a head.
 """
@@ -20,11 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from service import metrics
-from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head
+from training.adapters import ADAPTER_WEIGHTS, AdapterMismatch, check_compatible, read_head_rows
+from training.labels import Label
 from training.predictor import Prediction, Predictor
 from training.registry import BASE, AdapterStore
+from training.store.labels import LabelSet
 
 log = logging.getLogger("livetune.swap")
 SLOTS = ("slot-a", "slot-b")  # peft adapter names: the active one and the one being filled
@@ -43,28 +52,43 @@ class SwapState:
     last_swap_s: float | None = None
     poll_failures: int = 0  # polls of CURRENT that could not reach the registry
     last_poll_error: str | None = None
+    label_set_version: int = 0  # the label set served (0: the configured one, not synced)
+    labels: int = 0  # active labels served
+
+
+Row = tuple[torch.Tensor, torch.Tensor]  # one label's head weight row and bias
 
 
 class ServingModel:
-    """A Predictor plus the adapter version it serves; one lock orders batches and swaps."""
+    """A Predictor plus the adapter version and label set it serves; one lock orders
+    batches, swaps and label-set changes."""
 
     def __init__(
         self,
         predictor: Predictor,
-        label_names: Sequence[str],
+        label_set: LabelSet,
         registry: AdapterStore,
         base_fingerprint: str,
         base_id: str,
+        template: str,
     ):
         self.predictor = predictor
-        self.label_names = list(label_names)
+        self.label_set = label_set
         self.registry = registry
         self.base_fingerprint = base_fingerprint
         self.base_id = base_id
+        self.template = template
         self.lock = threading.Lock()
         head = predictor.model.head
-        self.base_head = (head.weight.detach().clone(), head.bias.detach().clone())
+        # Zero-shot rows by (name, prompt): a new description gets a new row.
+        self.zero_shot: dict[tuple[str, str], Row] = {
+            (label.name, label.prompt(template)): (w.detach().clone(), b.detach().clone())
+            for label, w, b in zip(predictor.labels, head.weight, head.bias)
+        }
+        self.adapter_rows: dict[str, Row] = {}  # the served adapter's trained rows
+        self.trained_labels: frozenset[str] = frozenset()  # labels it learned from
         self.state = SwapState(pid=os.getpid())
+        self._served_labels(label_set)
         metrics.record_serving(self.state.adapter)
         self.failed: dict[str, str] = {}  # version -> why it could not be loaded
         self.active_slot: str | None = None
@@ -73,10 +97,65 @@ class ServingModel:
     def version(self) -> str:
         return self.state.adapter
 
-    def predict(self, texts: Sequence[str]) -> tuple[list[Prediction], str]:
-        """Predictions for a batch and the one adapter version that produced all of them."""
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.predictor.labels]
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[Prediction], str, int]:
+        """Predictions for a batch, and the one adapter version and label-set version that
+        produced all of them."""
         with self.lock:
-            return self.predictor.predict(texts), self.state.adapter
+            predictions = self.predictor.predict(texts)
+            return predictions, self.state.adapter, self.state.label_set_version
+
+    def follow_labels(self, label_set: LabelSet) -> bool:
+        """Serve `label_set` (new labels zero-shot, retired ones gone) unless already served."""
+        if label_set.version == self.state.label_set_version:
+            return False
+        labels = label_set.active()
+        with self.lock:  # the prompts are embedded by this worker's (shared) model
+            self._embed_prompts(labels)
+            self._set_head(labels, self.adapter_rows)
+            self.label_set = label_set
+            self._served_labels(label_set)
+        log.info("now serving label set version %d: %d labels", label_set.version, len(labels))
+        return True
+
+    def _served_labels(self, label_set: LabelSet) -> None:
+        self.state.label_set_version = label_set.version
+        self.state.labels = len(self.predictor.labels)
+        metrics.record_label_set(label_set.version)
+
+    def _embed_prompts(self, labels: Sequence[Label]) -> None:
+        """Zero-shot rows for the labels that lack one, by the base encoder (as training
+        seeds them); call under the lock."""
+        missing = [lab for lab in labels if (lab.name, lab.prompt(self.template)) not in self.zero_shot]
+        if not missing:
+            return
+        from peft import PeftModel
+
+        encoder = self.predictor.model.encoder
+        adapted = isinstance(encoder, PeftModel) and self.state.adapter != BASE
+        if adapted:
+            encoder.base_model.disable_adapter_layers()
+        try:
+            prompts = [label.prompt(self.template) for label in missing]
+            rows = F.normalize(self.predictor.embeddings(prompts), dim=-1) * self.predictor.model.head.scale
+        finally:
+            if adapted:
+                encoder.base_model.enable_adapter_layers()
+        for label, prompt, row in zip(missing, prompts, rows):
+            self.zero_shot[label.name, prompt] = (row, torch.zeros(()))
+
+    def _set_head(self, labels: Sequence[Label], trained: dict[str, Row]) -> None:
+        """Head rows for `labels`: trained where the adapter has the label, else zero-shot."""
+        rows = [
+            trained.get(label.name) or self.zero_shot[label.name, label.prompt(self.template)]
+            for label in labels
+        ]
+        weight = torch.stack([w.float() for w, _ in rows])
+        bias = torch.stack([b.float().reshape(()) for _, b in rows])
+        self.predictor.set_head(labels, weight, bias)
 
     def follow(self, target: str | None) -> bool:
         """Serve `target` (None = the base model) unless already served or known bad."""
@@ -105,7 +184,11 @@ class ServingModel:
         adapter = self.registry.get(version)  # name, files and symlinks checked
         check_compatible(adapter.manifest, version, self.base_fingerprint, self.base_id)
         folder = self.registry.materialize(version)
-        weight, bias, _ = read_head(folder, self.label_names, *self.base_head)
+        rows = read_head_rows(folder)
+        hidden = self.predictor.model.head.weight.shape[1]
+        if any(weight.shape[0] != hidden for weight, _ in rows.values()):
+            raise AdapterMismatch(f"{version}: head rows: does not fit hidden size {hidden}")
+        trained = trained_labels(adapter.manifest, rows)
         model = self.predictor.model
         from peft import PeftModel
 
@@ -115,14 +198,14 @@ class ServingModel:
                 model.encoder = PeftModel.from_pretrained(
                     model.encoder, folder, adapter_name=SLOTS[0]
                 ).eval()
-                self._activate(version, weight, bias, SLOTS[0])
+                self._activate(version, rows, trained, SLOTS[0])
             return
         spare = SLOTS[1] if self.active_slot == SLOTS[0] else SLOTS[0]
         self._fill(model.encoder, spare, folder)  # inactive: batches are unaffected
         with self.lock:
             model.encoder.base_model.enable_adapter_layers()
             model.encoder.set_adapter(spare)
-            self._activate(version, weight, bias, spare)
+            self._activate(version, rows, trained, spare)
 
     def _fill(self, peft_model, slot: str, path: Path) -> None:
         """Put the adapter at `path` into the inactive `slot`.
@@ -156,18 +239,26 @@ class ServingModel:
         with self.lock:
             if isinstance(model.encoder, PeftModel):
                 model.encoder.base_model.disable_adapter_layers()
-            self._activate(BASE, *self.base_head)
+            self._activate(BASE, {}, frozenset())
 
     def _activate(
-        self, version: str, weight: torch.Tensor, bias: torch.Tensor, slot: str | None = None
+        self, version: str, rows: dict[str, Row], trained: frozenset[str], slot: str | None = None
     ) -> None:
-        head = self.predictor.model.head
-        with torch.no_grad():
-            head.weight.copy_(weight.to(head.weight.device))
-            head.bias.copy_(bias.to(head.bias.device))
+        """Switch the head to `version`'s rows; call under the lock."""
+        self._set_head(self.predictor.labels, rows)
+        self.adapter_rows, self.trained_labels = rows, trained
         self.state.adapter = version
         if slot is not None:
             self.active_slot = slot
+
+
+def trained_labels(manifest: dict, rows: dict) -> frozenset[str]:
+    """The labels an adapter learned from: those with training samples (the manifest's
+    per-label counts); an adapter published before they were recorded, its head's labels."""
+    counts = manifest.get("metrics", {}).get("label_counts")
+    if counts is None:
+        return frozenset(rows)
+    return frozenset(name for name, count in counts.items() if count)
 
 
 def _shape(config) -> dict:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 
 from service import metrics
+from service.labels import LabelCache
 from service.swap import ServingModel
 from training.registry import RegistryError
 from training.store import WorkerStore
@@ -24,11 +25,19 @@ SHOWN_S = 3_600.0  # /status lists workers seen within this long; older ones are
 
 
 class Watcher:
-    """Polls CURRENT and makes a ServingModel follow it; sends the worker's heartbeat."""
+    """Polls CURRENT and the label set's version, and makes a ServingModel follow both;
+    sends the worker's heartbeat."""
 
-    def __init__(self, serving: ServingModel, workers: WorkerStore, poll_s: float = 0.5):
+    def __init__(
+        self,
+        serving: ServingModel,
+        workers: WorkerStore,
+        labels: LabelCache,
+        poll_s: float = 0.5,
+    ):
         self.serving = serving
         self.workers = workers
+        self.labels = labels
         self.poll_s = poll_s
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.worker_id = f"{self.host}:{self.pid}"
@@ -45,7 +54,16 @@ class Watcher:
         self._stop.set()
 
     def check(self) -> None:
-        """One poll: follow CURRENT, then send this worker's heartbeat if it is due."""
+        """One poll: follow the label set and CURRENT, then send this worker's heartbeat
+        if it is due."""
+        try:  # labels first: an adapter trained on a new label finds it served
+            self.serving.follow_labels(self.labels.latest())
+        except Exception as exc:  # the store may be down: serve the set last known
+            if not self._labels_failing:
+                log.warning("cannot follow the label set; serving the one last known: %s", exc)
+            self._labels_failing = True
+        else:
+            self._labels_failing = False
         try:
             target = self.serving.registry.current()
         except RegistryError as exc:  # unreachable, or refused: keep serving; say so
@@ -76,6 +94,7 @@ class Watcher:
             self._store_down = True
             return
         self._store_down = False
+        self._labels_failing = False
         self._sent, self._sent_at = state, time.monotonic()
 
     def _run(self) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
+from tests.label_contract import LabelContract
 from training.split import split_for, text_key
 from training.store import NewSample, PredictionRecord, RunState
 
@@ -51,7 +52,7 @@ def _corrected(text: str, label: str, served: str) -> NewSample:
     return NewSample(text, label, prediction_id=f"p-{text}", predicted_label=served)
 
 
-class StoreContract:
+class StoreContract(LabelContract):
     @pytest.fixture
     def open_store(self):
         raise NotImplementedError("a backend's test class provides open_store")
@@ -377,3 +378,73 @@ class StoreContract:
         assert runs[interrupted].finished_at is not None
         assert runs[finished].state is RunState.PROMOTED
         assert store.fail_interrupted_runs("again") == 0
+
+    # The review queue (training/store/review.py), in the same database.
+    @pytest.fixture
+    def queue(self, store):
+        from training.store.review import open_review_store
+
+        queue = open_review_store(store, max_age_s=3600)
+        yield queue
+        queue.close()
+
+    def served(self, store, *texts: str, adapter: str = "base") -> None:
+        """One served prediction per text, in order, a second apart."""
+        now = time.time()
+        store.log_predictions(
+            [
+                PredictionRecord(f"p-{i}-{text}", text, "x", 0.6, adapter,
+                                 created_at=now - len(texts) + i, top=(("x", 0.6), ("y", 0.3)))
+                for i, text in enumerate(texts)
+            ]
+        )  # fmt: skip
+
+    def test_review_candidates_are_open_texts_newest_first_one_per_text(self, store, queue):
+        self.served(store, "alpha", "beta", "Alpha ", "gamma", "delta")
+        store.add_samples([NewSample("gamma", "x"), _corrected("delta", "y", "x")])
+        found = queue.candidates(pool=100, label_count=3)
+        # "Alpha " is alpha's newest prediction; labeled texts are gone, by text or by id.
+        assert [(c.text, c.prediction_id) for c in found] == [("Alpha ", "p-2-Alpha "), ("beta", "p-1-beta")]
+        [alpha, _] = found
+        assert alpha.adapter == "base" and alpha.top == (("x", 0.6), ("y", 0.3))
+        assert alpha.margin == pytest.approx(0.3)  # from the served top, until re-scored
+
+    def test_review_pool_is_the_newest_predictions(self, store, queue):
+        self.served(store, "one", "two", "three")
+        assert [c.text for c in queue.candidates(pool=2, label_count=3)] == ["three", "two"]
+
+    def test_review_scores_are_kept_per_text(self, store, queue):
+        self.served(store, "alpha", "beta")
+        [beta, alpha] = queue.candidates(pool=10, label_count=3)
+        rescored = replace(alpha, adapter="v1", top=(("y", 0.5), ("x", 0.45)),
+                                       margin=0.05, entropy=0.7)  # fmt: skip
+        queue.save_scores([rescored])
+        found = {c.text: c for c in queue.candidates(pool=10, label_count=3)}
+        assert (found["alpha"].adapter, found["alpha"].top) == ("v1", (("y", 0.5), ("x", 0.45)))
+        assert (found["alpha"].margin, found["alpha"].entropy) == (0.05, 0.7)
+        assert found["beta"].adapter == "base"
+        self.served(store, "alpha")  # served again: the text's re-score still holds
+        assert {c.text: c.adapter for c in queue.candidates(pool=10, label_count=3)} == {
+            "alpha": "v1", "beta": "base",
+        }  # fmt: skip
+
+    def test_a_lease_keeps_a_text_from_every_other_call_until_it_expires(self, store, queue):
+        self.served(store, "alpha", "beta", "gamma")
+        pool = queue.candidates(pool=10, label_count=3, now=1_000.0)
+        first = queue.lease(pool, 2, "ann", 60, now=1_000.0)
+        assert [c.text for c in first] == ["gamma", "beta"]
+        # A reviewer who ranked the same pool a moment before gets only what is left.
+        assert [c.text for c in queue.lease(pool, 3, "bob", 60, now=1_001.0)] == ["alpha"]
+        assert queue.candidates(pool=10, label_count=3, now=1_002.0) == []
+        assert queue.lease(pool, 3, "ann", 60, now=1_059.0) == []  # the same reviewer too
+        expired = queue.candidates(pool=10, label_count=3, now=1_061.0)
+        assert {c.text for c in expired} == {"alpha", "beta", "gamma"}
+        assert [c.text for c in queue.lease(expired, 1, "cid", 60, now=1_061.0)] == ["gamma"]
+
+    def test_review_counts(self, store, queue):
+        self.served(store, "alpha", "beta", "gamma", "delta")
+        queue.lease(queue.candidates(pool=10, label_count=3), 2, "ann", 300)  # delta, gamma
+        store.add_samples([_corrected("delta", "y", "x"), NewSample("elsewhere", "x")])
+        counts = queue.counts(pool=10)
+        # alpha and beta are open; gamma is leased; delta was labeled from the queue.
+        assert (counts.depth, counts.labeled_from_queue, counts.labeled_elsewhere) == (2, 1, 1)

@@ -4,6 +4,7 @@ on the middleware alone."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 import logging
 import os
 import pickle
@@ -20,7 +21,7 @@ from starlette.testclient import TestClient
 
 from benchmarks.harness.server import running_server
 from service.auth import ADMIN, ANY, BearerAuth, required_scope
-from service.routes import METRICS, OPEN, ROUTES
+from service.routes import METRICS, OPEN, ROUTES, find
 from service.settings import ServiceSettings
 from tests.factories import TOY_LABELS, publish_adapter
 from training.registry import LocalRegistry
@@ -66,6 +67,12 @@ ENDPOINTS = [
     ("POST", "/adapters/activate", {"version": "base"}, "admin", 200),
     ("GET", "/status", None, "admin", 200),
     ("GET", "/adapters", None, "admin", 200),
+    ("GET", "/labels", None, "predict", 200),
+    # A fresh name each call: the second caller would get 409 for the same one.
+    ("POST", "/labels", lambda: {"name": f"label_{uuid.uuid4().hex[:8]}"}, "admin", 201),
+    ("PATCH", "/labels/lost_card", {"description": "my card is gone"}, "admin", 200),
+    ("POST", "/labels/never_added/retire", None, "admin", 404),
+    ("GET", "/review", None, "feedback", 200),
 ]
 WRONG_SCOPE = {"predict": "feedback", "feedback": "predict", "admin": "predict"}
 OPEN_ROUTES = [r.path for r in ROUTES if r.scope in (OPEN, METRICS)]
@@ -73,7 +80,8 @@ OPEN_ROUTES = [r.path for r in ROUTES if r.scope in (OPEN, METRICS)]
 
 def test_the_endpoint_list_is_the_route_table():
     declared = {(r.method, r.path): r.scope for r in ROUTES if r.served_by != "bentoml"}
-    assert {(method, path): scope for method, path, _, scope, _ in ENDPOINTS} == declared
+    listed = {(method, find(method, path).path): scope for method, path, _, scope, _ in ENDPOINTS}
+    assert listed == declared
     assert {"/livez", "/readyz", "/healthz", "/docs.json", "/", "/metrics"} <= set(OPEN_ROUTES)
 
 
@@ -115,6 +123,7 @@ def test_every_endpoint_by_token(served, method, path, body, scope, answer, case
         "right scope": TOKENS[scope],
         "admin": ADMIN_TOKEN,
     }[case]
+    body = body() if callable(body) else body
     response = served.request(method, path, json=body, headers=bearer(token))
     for secret in [*TOKENS.values(), INVALID_TOKEN]:
         assert secret not in response.text
@@ -345,36 +354,46 @@ def digests(**tokens) -> dict[str, frozenset[str]]:
 
 
 SCOPE_CASES = [
-    ("/predict", False, "predict"),
-    ("/feedback", False, "feedback"),
-    ("/train", False, ADMIN),
-    ("/adapters/activate", False, ADMIN),
-    ("/status", False, ADMIN),
-    ("/adapters", False, ADMIN),
-    ("/metrics", False, None),
-    ("/metrics", True, ANY),
-    ("/livez", False, None),
-    ("/readyz", False, None),
-    ("/healthz", False, None),
-    ("/docs.json", False, None),
-    ("/schema.json", False, None),
-    ("/", False, None),
-    ("/static_content/swagger-ui.css", False, None),
-    ("/predict/", False, ADMIN),  # not the route: closed
-    ("/livez/../predict", False, ADMIN),
-    ("/somewhere-new", False, ADMIN),
+    ("POST", "/predict", False, "predict"),
+    ("POST", "/feedback", False, "feedback"),
+    ("POST", "/train", False, ADMIN),
+    ("POST", "/adapters/activate", False, ADMIN),
+    ("GET", "/status", False, ADMIN),
+    ("GET", "/adapters", False, ADMIN),
+    ("GET", "/labels", False, "predict"),
+    ("POST", "/labels", False, ADMIN),
+    ("PATCH", "/labels/{name}", False, ADMIN),
+    ("PATCH", "/labels/lost/card", False, ADMIN),
+    ("POST", "/labels/{name}/retire", False, ADMIN),
+    ("POST", "/labels/a/b/retire", False, ADMIN),
+    ("GET", "/labels/x", False, ADMIN),  # no such route: closed
+    ("GET", "/metrics", False, None),
+    ("GET", "/metrics", True, ANY),
+    ("GET", "/livez", False, None),
+    ("GET", "/readyz", False, None),
+    ("GET", "/healthz", False, None),
+    ("GET", "/docs.json", False, None),
+    ("GET", "/schema.json", False, None),
+    ("GET", "/", False, None),
+    ("GET", "/static_content/swagger-ui.css", False, None),
+    ("GET", "/review", False, "feedback"),
+    ("GET", "/ui/review", False, None),  # the review page: its API calls carry the token
+    ("GET", "/ui/review.js", False, None),
+    ("POST", "/predict/", False, ADMIN),  # not the route: closed
+    ("GET", "/livez/../predict", False, ADMIN),
+    ("GET", "/somewhere-new", False, ADMIN),
 ]
 
 
-@pytest.mark.parametrize(("path", "metrics_auth", "scope"), SCOPE_CASES)
-def test_scope_map(path, metrics_auth, scope):
-    assert required_scope(path, metrics_auth) == scope
+@pytest.mark.parametrize(("method", "path", "metrics_auth", "scope"), SCOPE_CASES)
+def test_scope_map(method, path, metrics_auth, scope):
+    assert required_scope(method, path, metrics_auth) == scope
 
 
 def test_the_scope_map_cases_cover_the_route_table():
     # The route table (tests/test_routes.py checks it against the server) has no path
     # that the explicit cases above leave out.
-    assert {r.path for r in ROUTES} <= {path for path, _, _ in SCOPE_CASES}
+    assert {(r.method, r.path) for r in ROUTES} <= {(m, p) for m, p, _, _ in SCOPE_CASES}
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from torch import nn
 from service.swap import ServingModel
 from tests.conftest import SPECIAL, TOY_WORDS
 from tests.factories import TOY_LABELS, tiny_training_env, toy_samples, training_cli
+from tests.factories import serving_model as new_serving_model
 from training.adapters import attach_lora, fingerprint, load_head, save_adapter
 from training.labels import Label
 from training.lora_targets import check_base_model, layer_stack, resolve
@@ -188,8 +189,7 @@ def serving_model(base_dir: Path, registry: LocalRegistry) -> ServingModel:
     labels = [Label(name) for name in TOY_LABELS]
     predictor = zero_shot_predictor(str(base_dir), labels, template="{name}", device="cpu",
                                     precision="fp32")  # fmt: skip
-    encoder = predictor.model.encoder
-    return ServingModel(predictor, TOY_LABELS, registry, fingerprint(encoder), str(base_dir))
+    return new_serving_model(predictor, registry, str(base_dir))
 
 
 def test_configured_targets_are_taken_by_name_or_dotted_suffix(encoder_dir):

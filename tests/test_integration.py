@@ -71,7 +71,7 @@ def test_readme_curl_examples_work_as_documented(server):
     )
     assert result.returncode == 0, result.stderr
     outputs = [output.strip() for output in result.stdout.split(mark)[:-1]]
-    assert len(outputs) == 11
+    assert len(outputs) == 12
     predictions = json.loads(outputs[0])
     assert [p["label"] for p in predictions] == ["lost_card", "exchange_rate"]
     assert json.loads(outputs[1]) == {"ids": [1], "stored": 1, "duplicates": 0}
@@ -86,7 +86,11 @@ def test_readme_curl_examples_work_as_documented(server):
     assert all(name.startswith("livetune_predictions_total{") for name, _ in counts)
     assert sum(float(value) for _, value in counts) == 3  # the two texts, then one
     assert outputs[8:10] == ["200", "200"]
-    error = json.loads(outputs[10])
+    review = json.loads(outputs[10])  # the two served texts nobody labeled
+    assert {item["text"] for item in review["items"]} == {
+        "I lost my card yesterday", "what rate do you use for euros?"
+    }  # fmt: skip
+    error = json.loads(outputs[11])
     assert error["detail"][0]["loc"] == ["texts", 0]
     assert "whitespace" in error["detail"][0]["msg"]
 

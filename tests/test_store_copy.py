@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from training.labels import Label
 from training.schedule import due, pending_samples, training_cursor
 from training.store import NewSample, PredictionRecord, SQLiteFeedbackStore, copy_store
 
@@ -26,6 +27,8 @@ def seed(store) -> None:
     store.log_predictions(
         [PredictionRecord(f"p{i}", f"text {i}", "a", 0.6, "v1", top=top) for i in range(5)]
     )
+    store.seed_labels([Label("a"), Label("b", "about b"), Label("c")], now=1.0)
+    store.retire_label("c", now=2.0)  # the set's version and states travel too
 
 
 def manual_run(store, data_cursor: int = 0) -> int:
@@ -55,7 +58,8 @@ def held(store) -> dict:
 
 def check_copied(source, target) -> None:
     counts = copy_store(source, target)
-    assert counts == {"samples": 34, "training_runs": 2, "predictions": 5}
+    assert counts == {"samples": 34, "training_runs": 2, "predictions": 5, "labels": 3}
+    assert target.label_set() == source.label_set()
     assert held(target) == held(source)
     # New rows continue after the copied ids: a cursor already recorded stays meaningful.
     [new_id] = target.add_samples([NewSample("after the copy", "a")]).ids

@@ -67,8 +67,8 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key);
 """
-# Not idempotent on purpose: a second run of version 2 would fail on CREATE TABLE.
-WITH_VERSION_2 = Schema(
+# Not idempotent on purpose: a second run of the added version would fail on CREATE TABLE.
+WITH_ONE_MORE = Schema(
     FEEDBACK_SCHEMA.migrations
     + (("CREATE TABLE migrated (pid INTEGER)", "INSERT INTO migrated VALUES (1)"),)
 )
@@ -105,9 +105,10 @@ def test_both_connections_wait_on_a_busy_database(store):
 
 
 def test_new_files_record_the_latest_schema_version(store, tmp_path):
-    assert read(tmp_path / "feedback.sqlite3", "PRAGMA user_version") == [(1,)]
-    assert read(tmp_path / "predictions.sqlite3", "PRAGMA user_version") == [(1,)]
-    assert FEEDBACK_SCHEMA.version == PREDICTIONS_SCHEMA.version == 1
+    feedback = read(tmp_path / "feedback.sqlite3", "PRAGMA user_version")
+    predictions = read(tmp_path / "predictions.sqlite3", "PRAGMA user_version")
+    assert (feedback, predictions) == ([(FEEDBACK_SCHEMA.version,)], [(PREDICTIONS_SCHEMA.version,)])
+    assert FEEDBACK_SCHEMA.version >= 2  # 2: the label set
 
 
 def make_unversioned_files(data_dir) -> None:
@@ -144,8 +145,11 @@ def test_an_unversioned_file_opens_as_version_1_with_its_data(tmp_path):
     files = [tmp_path / "feedback.sqlite3", tmp_path / "predictions.sqlite3"]
     schemas = [schema_of(path) for path in files]
     store = SQLiteFeedbackStore(tmp_path)
-    assert [read(path, "PRAGMA user_version") for path in files] == [[(1,)], [(1,)]]
-    assert [schema_of(path) for path in files] == schemas  # recognised, not rebuilt
+    # Recognised as version 1 (not rebuilt: every object kept as it was), then migrated.
+    latest = [[(FEEDBACK_SCHEMA.version,)], [(PREDICTIONS_SCHEMA.version,)]]
+    assert [read(path, "PRAGMA user_version") for path in files] == latest
+    for path, before in zip(files, schemas):
+        assert set(before) <= set(schema_of(path))
     [sample] = store.samples()
     assert (sample.text, sample.label, sample.client_id) == ("my card is lost", "lost_card", "c1")
     assert store.last_run().state == "promoted"
@@ -166,16 +170,17 @@ def test_a_file_from_a_newer_livetune_is_refused_untouched(tmp_path, name):
     with pytest.raises(NewerSchemaError) as refused:
         SQLiteFeedbackStore(tmp_path)
     assert str(path) in str(refused.value)
-    assert "schema version 7" in str(refused.value) and "up to 1" in str(refused.value)
+    known = (FEEDBACK_SCHEMA if name == "feedback.sqlite3" else PREDICTIONS_SCHEMA).version
+    assert "schema version 7" in str(refused.value) and f"up to {known}" in str(refused.value)
     assert read(path, "PRAGMA user_version") == [(7,)] and schema_of(path) == before
 
 
 def test_a_later_migration_applies_once_and_keeps_the_data(store, tmp_path):
     [sample_id] = store.add_samples([NewSample("kept", "x")]).ids
     path = tmp_path / "feedback.sqlite3"
-    db = connect(path, "FULL", WITH_VERSION_2)
-    assert schema_version(db) == 2
-    assert migrate(db, path, WITH_VERSION_2) == 2  # already there: nothing to apply
+    db = connect(path, "FULL", WITH_ONE_MORE)
+    assert schema_version(db) == WITH_ONE_MORE.version
+    assert migrate(db, path, WITH_ONE_MORE) == WITH_ONE_MORE.version  # nothing to apply
     db.close()
     assert read(path, "SELECT id, text FROM samples") == [(sample_id, "kept")]
     assert read(path, "SELECT count(*) FROM migrated") == [(1,)]
@@ -189,13 +194,13 @@ def test_a_failing_migration_leaves_the_file_as_it_was(store, tmp_path):
     )
     with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
         connect(path, "FULL", broken)
-    assert read(path, "PRAGMA user_version") == [(1,)]
+    assert read(path, "PRAGMA user_version") == [(FEEDBACK_SCHEMA.version,)]
     assert read(path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
 def _open_at_once(path: str, barrier) -> None:
     barrier.wait(60)
-    connect(Path(path), "FULL", WITH_VERSION_2).close()
+    connect(Path(path), "FULL", WITH_ONE_MORE).close()
 
 
 def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
@@ -208,5 +213,5 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
     for process in openers:
         process.join(120)
         assert process.exitcode == 0
-    assert read(path, "PRAGMA user_version") == [(2,)]
+    assert read(path, "PRAGMA user_version") == [(WITH_ONE_MORE.version,)]
     assert read(path, "SELECT count(*) FROM migrated") == [(1,)]

@@ -14,11 +14,17 @@ import torch
 from service.swap import ServingModel
 from service.watcher import Watcher, worker_states
 from tests.conftest import TOY_LABELS
-from tests.factories import TEXTS, publish_adapter, zero_shot
-from training.adapters import attach_lora, fingerprint, load_head
+from service.labels import LabelCache
+from tests.factories import TEXTS, publish_adapter, serving_model, zero_shot
+from training.adapters import attach_lora, load_head
+from training.labels import Label
 from training.registry import BASE, LocalRegistry
 from training.store import SQLiteFeedbackStore
 from training.trainer import TrainConfig
+
+
+def labels_of(names) -> list[Label]:
+    return [Label(name) for name in names]
 
 
 def reference(model_dir, registry: LocalRegistry, version: str) -> torch.Tensor:
@@ -35,14 +41,7 @@ def reference(model_dir, registry: LocalRegistry, version: str) -> torch.Tensor:
 def setup(tmp_path, tiny_model_dir):
     registry = LocalRegistry(tmp_path / "adapters")
     predictor = zero_shot(tiny_model_dir)
-    serving = ServingModel(
-        predictor,
-        TOY_LABELS,
-        registry,
-        base_fingerprint=fingerprint(predictor.model.encoder),
-        base_id=str(tiny_model_dir),
-    )
-    return serving, registry
+    return serving_model(predictor, registry, str(tiny_model_dir)), registry
 
 
 def scores(serving: ServingModel) -> tuple[torch.Tensor, str]:
@@ -83,8 +82,8 @@ def test_adapters_of_different_shapes_swap_correctly(setup, tiny_model_dir):
 def test_predict_reports_the_version_that_answered(setup, tiny_model_dir):
     serving, registry = setup
     version = publish_adapter(registry, tiny_model_dir, seed=3)
-    predictions, served = serving.predict(TEXTS)
-    assert served == BASE and len(predictions) == len(TEXTS)
+    predictions, served, label_set_version = serving.predict(TEXTS)
+    assert served == BASE and len(predictions) == len(TEXTS) and label_set_version == 0
     serving.follow(version)
     assert serving.predict(TEXTS)[1] == version
 
@@ -132,7 +131,7 @@ def test_the_watcher_follows_current_and_sends_heartbeats(
     monkeypatch.setattr("service.watcher.HEARTBEAT_S", 0.1)
     serving, registry = setup
     store = SQLiteFeedbackStore(tmp_path / "data")
-    watcher = Watcher(serving, store, poll_s=0.05)
+    watcher = Watcher(serving, store, LabelCache(store, labels_of(TOY_LABELS)), poll_s=0.05)
     watcher.start()
     try:
         version = publish_adapter(registry, tiny_model_dir, seed=6)
@@ -161,9 +160,7 @@ def test_memory_stays_flat_over_500_swaps(tmp_path):
     registry = LocalRegistry(tmp_path / "adapters")
     versions = [publish_adapter(registry, model_dir, seed=s) for s in (1, 2)]
     predictor = zero_shot(model_dir)
-    serving = ServingModel(
-        predictor, TOY_LABELS, registry, fingerprint(predictor.model.encoder), "embedded"
-    )
+    serving = serving_model(predictor, registry, "embedded")
     process = psutil.Process()
     for i in range(20):  # warm up allocator caches
         serving.follow(versions[i % 2])

@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -66,16 +67,19 @@ def check_rows(rows, valid: set[str], max_chars: int) -> list[str]:
 
 
 def import_file(args, settings) -> int:
-    labels = [label.name for label in settings.label_set()]
+    store = open_store(settings)
+    # The store's active labels (seeded from the settings if it has none yet).
+    seeded = store.seed_labels(settings.label_set(), time.time())
+    labels = seeded.label_set.names()
     rows = list(read_rows(args.file, args.text_column, args.label_column))
     problems = check_rows(rows, set(labels), settings.max_text_chars)
     if problems:
+        store.close()
         print(f"refused {args.file}: {len(problems)} problem(s), nothing stored", file=sys.stderr)
         print("\n".join(problems[:MAX_LISTED_ERRORS]), file=sys.stderr)
         print(f"valid labels: {', '.join(labels)}", file=sys.stderr)
         return 2
     source = args.source or f"import:{args.file.name}"
-    store = open_store(settings)
     stored = duplicates = 0
     for start in range(0, len(rows), CHUNK):
         chunk = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ from training.registry import BASE, RegistryError
 from training.schedule import due, pending_samples
 from training.split import holdout_percent, split_for, text_key
 from training.store import RunState, TrainingRun
+from training.store.labels import log_seed
 from training.trainer import Trainer
 from training.validation import Answers, decide, hits, lacking_evidence
 
@@ -62,6 +64,7 @@ class TrainingJob:
         self.registry = backends.registry
         self.run_lock = backends.run_lock
         self.settings = settings
+        self._seeded = False
 
     def due(self, now: float | None = None) -> str | None:
         """Why a run should start now ("samples" or "interval"), or None."""
@@ -88,8 +91,18 @@ class TrainingJob:
             self.registry.clean_staging()
             return self._run_locked(trigger)
 
+    def labels(self) -> list[Label]:
+        """The active labels of the store's set, seeded from the settings on first use
+        (whichever of the service and the trainer reaches the store first seeds it)."""
+        if not self._seeded:
+            log_seed(self.store.seed_labels(self.settings.label_set(), time.time()), "trainer")
+            self._seeded = True
+        return self.store.label_set().active()
+
     def _run_locked(self, trigger: str) -> TrainingRun:
-        labels = self.settings.label_set()
+        # The set as the run starts: a label added meanwhile is served zero-shot until the
+        # next run, a label retired meanwhile is left out of serving's head by name.
+        labels = self.labels()
         cursor = self.store.max_sample_id()
         train, validation = self._feedback(cursor, labels)
         parent = self.registry.current()
@@ -219,6 +232,8 @@ class TrainingJob:
                 "parent_validation_accuracy": report["gate"]["current_accuracy"],
                 "validation_samples": len(validation.texts),
                 "train_samples": len(train.texts),
+                # Which labels it learned from: GET /labels says `trained` by these.
+                "label_counts": dict(Counter(train.labels)),
             },
             "gate": report["gate"],  # the paired test's evidence (invariant 4)
             "data_cursor": report["data_cursor"],

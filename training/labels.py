@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LABEL_NAME = re.compile(r"^[^\x00-\x1f\s](?:[^\x00-\x1f]{0,126}[^\x00-\x1f\s])?$")
+NAME_RULE = "1-128 printable characters, no outer spaces"
+MAX_DESCRIPTION_CHARS = 500  # a prompt to embed: the encoder truncates far below this
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # The head starts as the embedding of this text for each label. A sentence embeds
 # closer to real user messages than a bare identifier: of the 16 domain-free templates
@@ -76,10 +79,29 @@ def _checked(labels: list[Label]) -> list[Label]:
     names = [label.name for label in labels]
     bad = [n for n in names if not LABEL_NAME.match(n)]
     if bad:
-        raise ValueError(
-            f"invalid label names {bad[:5]}: 1-128 printable characters, no outer spaces"
-        )
+        raise ValueError(f"invalid label names {bad[:5]}: {NAME_RULE}")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate label names: {dupes[:5]}")
     return labels
+
+
+def check_name(name: object) -> str:
+    """A label name as given, or ValueError saying why it cannot be one."""
+    if not isinstance(name, str) or not LABEL_NAME.match(name):
+        raise ValueError(f"invalid label name {name!r}: {NAME_RULE}")
+    return name
+
+
+def check_description(description: object) -> str:
+    """A description, stripped; empty means the label template is embedded instead."""
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise ValueError(f"a description is text, not {type(description).__name__}")
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"a description has at most {MAX_DESCRIPTION_CHARS} characters")
+    if CONTROL.search(description):
+        raise ValueError("a description has no control characters (tabs, newlines...)")
+    return description

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from training.labels import Label
-from training.model import TextClassifier
+from training.model import LabelHead, TextClassifier
 
 # Below this many rows bf16 autocast on CPU costs more in casts than it saves.
 CPU_BF16_MIN_BATCH = 8
@@ -90,6 +90,7 @@ class Predictor:
         self.labels = list(labels)
         self.max_tokens = min(max_tokens, model_token_limit(model, tokenizer))
         self.batch_size = forward_rows(self.device, batch_size)
+        self.requested_top_k = top_k
         self.top_k = min(top_k, len(self.labels))
         self.dtype = autocast_dtype(self.device, precision)
 
@@ -113,6 +114,20 @@ class Predictor:
             top = [(self.labels[i].name, s) for i, s in zip(row_indices, row_scores)]
             predictions.append(Prediction(label=top[0][0], score=top[0][1], top=top))
         return predictions
+
+    @torch.no_grad()
+    def set_head(self, labels: Sequence[Label], weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Serve `labels` with these head rows: a label set of another size gets a head of
+        its own size. Callers hold off batches meanwhile (ServingModel's lock)."""
+        head = self.model.head
+        if head.weight.shape != weight.shape:
+            head = LabelHead(weight.shape[1], weight.shape[0], scale=head.scale)
+            head.to(device=self.model.head.weight.device, dtype=self.model.head.weight.dtype)
+        head.weight.copy_(weight.to(head.weight.device, head.weight.dtype))
+        head.bias.copy_(bias.to(head.bias.device, head.bias.dtype))
+        self.model.head = head.eval()
+        self.labels = list(labels)
+        self.top_k = min(self.requested_top_k, len(self.labels))
 
     def init_head_from_labels(self, template: str) -> None:
         """Zero-shot head: embed each label's prompt text with the encoder."""

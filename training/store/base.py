@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from training.split import text_key
 from training.store import records as data  # the records each interface reads and writes
+from training.store.labels import LabelStore
 
 
 class StoreUnavailable(RuntimeError):
@@ -124,9 +125,9 @@ class WorkerStore(abc.ABC):
         """Drop a worker's heartbeat (it is shutting down cleanly)."""
 
 
-class FeedbackStore(CorrectionStore, PredictionStore, RunStore, WorkerStore):
-    """Everything the service and the trainer keep: corrections, predictions, runs and
-    worker heartbeats."""
+class FeedbackStore(CorrectionStore, LabelStore, PredictionStore, RunStore, WorkerStore):
+    """Everything the service and the trainer keep: corrections, the label set, predictions,
+    runs and worker heartbeats."""
 
     @abc.abstractmethod
     def close(self) -> None:

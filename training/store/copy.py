@@ -35,6 +35,15 @@ class RowStore(Protocol):
         """Insert dumped rows, ids kept, in one transaction, and move the table's id
         sequence past them; returns how many were inserted."""
 
+    def label_set_version(self) -> int:
+        """The label set's version (store/labels.py): 0 while it holds none."""
+
+    def label_set(self):
+        """The whole label set, to copy."""
+
+    def restore_label_set(self, label_set) -> int:
+        """Copy a label set, version and all, into this store's empty one."""
+
 
 def copy_store(source: RowStore, target: RowStore) -> dict[str, int]:
     """Copy samples (ids, splits, superseded_by, created_at), training runs (ids, reports)
@@ -47,9 +56,13 @@ def copy_store(source: RowStore, target: RowStore) -> dict[str, int]:
     if source is target:
         raise ValueError("source and target are the same store")
     holding = [table for table in COLUMNS if next(iter(target.dump_rows(table)), None)]
+    if target.label_set_version():
+        holding.append("labels")
     if holding:
         raise ValueError(
             f"the target store is not empty ({', '.join(holding)} already hold rows):"
             " copy into a new, empty database"
         )
-    return {table: target.restore_rows(table, source.dump_rows(table)) for table in COLUMNS}
+    copied = {table: target.restore_rows(table, source.dump_rows(table)) for table in COLUMNS}
+    copied["labels"] = target.restore_label_set(source.label_set())
+    return copied

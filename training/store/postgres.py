@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from training.locks import TrainingBusy
 from training.store import policy, postgres_rows
+from training.store.labels import LabelWriter
 from training.store import queries as q
 from training.store.base import ComposedStore
 from training.store.postgres_pool import Database, refuse_nul
@@ -78,6 +79,14 @@ class PostgresStore(SQLReads, ComposedStore):
     def _rows(self, query: str, params: Sequence) -> list[tuple]:
         with self.db.connection() as conn:
             return conn.execute(query, params).fetchall()
+
+    @contextmanager
+    def _label_transaction(self) -> Iterator[LabelWriter]:
+        with self.db.transaction() as conn:
+            # The version row's lock orders label changes across replicas; readers never
+            # wait on it. Taken first, so the set read after it is the latest committed.
+            conn.execute("SELECT version FROM label_set WHERE id = 1 FOR UPDATE")
+            yield LabelWriter(conn)
 
     def start_run(
         self, *, trigger: str, parent: str | None, data_cursor: int, train_samples: int,

@@ -77,6 +77,44 @@ MIGRATIONS: list[tuple[str, ...]] = [
     state JSONB NOT NULL DEFAULT '{}'
 )""",
     ),
+    # 2: the label set, changed at run time (training/store/labels.py). `position` is the
+    # order labels were added in: the order of the head's rows.
+    (
+        """CREATE TABLE labels (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ('active', 'retired')),
+    added_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    retired_at DOUBLE PRECISION
+)""",
+        """CREATE TABLE label_set (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+)""",
+        "INSERT INTO label_set (id, version) VALUES (1, 0)",
+        "CREATE INDEX samples_active_label ON samples (label) WHERE superseded_by IS NULL",
+    ),
+    # 3: the review queue (training/store/review.py): each text's scores under the adapter
+    # that last re-scored it, and who holds it until when.
+    (
+        """CREATE TABLE review_scores (
+    text_key TEXT PRIMARY KEY,
+    adapter TEXT NOT NULL,
+    top JSONB NOT NULL,
+    margin DOUBLE PRECISION NOT NULL,
+    entropy DOUBLE PRECISION NOT NULL,
+    scored_at DOUBLE PRECISION NOT NULL
+)""",
+        """CREATE TABLE review_leases (
+    text_key TEXT PRIMARY KEY,
+    prediction_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    leased_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+)""",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from training.store import policy
 from training.store import queries as q
 from training.store.base import ComposedStore
 from training.store.copy import COLUMNS
+from training.store.labels import LabelWriter
 from training.store.queries import SQLReads, SQLSampleWriter, qmark
 from training.store.records import (
     AddResult,
@@ -75,6 +77,12 @@ class SQLiteFeedbackStore(SQLReads, ComposedStore):
     def _rows(self, query: str, params) -> list[tuple]:
         with self._lock:
             return self._db.execute(qmark(query), params).fetchall()
+
+    @contextmanager
+    def _label_transaction(self) -> Iterator[LabelWriter]:
+        # BEGIN IMMEDIATE: the write lock, so label changes of every process queue here.
+        with self._lock, transaction(self._db) as db:
+            yield LabelWriter(db, qmark)
 
     # Training runs live next to the samples they trained on, in the durable database.
     def start_run(

@@ -67,6 +67,25 @@ FEEDBACK_SCHEMA = Schema(
     report TEXT NOT NULL DEFAULT '{}'
 )""",
         ),
+        # 2: the label set, changed at run time (training/store/labels.py). `position` is
+        # the order labels were added in: the order of the head's rows.
+        (
+            """CREATE TABLE labels (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ('active', 'retired')),
+    added_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    retired_at REAL
+)""",
+            """CREATE TABLE label_set (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+)""",
+            "INSERT INTO label_set (id, version) VALUES (1, 0)",
+            "CREATE INDEX samples_active_label ON samples(label) WHERE superseded_by IS NULL",
+        ),
     )
 )
 PREDICTIONS_SCHEMA = Schema(
@@ -84,6 +103,26 @@ PREDICTIONS_SCHEMA = Schema(
 )""",
             "CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at)",
             "CREATE INDEX IF NOT EXISTS predictions_key ON predictions(text_key)",
+        ),
+        # 2: the review queue (training/store/review.py): each text's scores under the
+        # adapter that last re-scored it, and who holds it until when. Keyed by text, as
+        # the queue hands out a text once whatever number of times it was served.
+        (
+            """CREATE TABLE review_scores (
+    text_key TEXT PRIMARY KEY,
+    adapter TEXT NOT NULL,
+    top TEXT NOT NULL,
+    margin REAL NOT NULL,
+    entropy REAL NOT NULL,
+    scored_at REAL NOT NULL
+)""",
+            """CREATE TABLE review_leases (
+    text_key TEXT PRIMARY KEY,
+    prediction_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    leased_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+)""",
         ),
     )
 )
