@@ -45,6 +45,7 @@ def queue_env(args, train: Split) -> dict[str, str]:
         "LIVETUNE_REVIEW_STRATEGY": args.strategy,
         "LIVETUNE_REVIEW_RANDOM_SHARE": str(args.random_share),
         "LIVETUNE_REVIEW_POOL": str(2 * len(train.texts)),
+        "LIVETUNE_REVIEW_LEASE_S": "86400",  # a skipped test text stays skipped
     }
 
 
@@ -66,9 +67,13 @@ def predict_pool(service: Service, train: Split, data_dir: Path) -> None:
 
 
 def label_from_queue(service: Service, truth: dict[str, str], count: int, batch: int) -> dict:
-    """A reviewer working through GET /review batches until `count` labels are sent; `truth`
-    holds each text's label by its key (the service answers the text as it stored it)."""
-    sent = calls = 0
+    """A reviewer working through GET /review batches until `count` labels are sent.
+
+    `truth` holds each train text's label by its key (the service answers a text as it
+    stored it). The test set's own predictions are in the queue too (each checkpoint
+    scores it through /predict): the reviewer skips them, so no test label is ever trained
+    on, and its long lease keeps them from coming back."""
+    sent = calls = skipped = 0
     while sent < count:
         limit = min(batch, count - sent)
         answer = service.http.get("/review", params={"limit": limit, "source": "bench"})
@@ -77,13 +82,15 @@ def label_from_queue(service: Service, truth: dict[str, str], count: int, batch:
         if not items:
             break  # the queue is empty
         samples = [
-            {"prediction_id": i["prediction_id"], "label": truth[text_key(i["text"])],
-             "source": "bench"}
+            {"prediction_id": i["prediction_id"], "label": truth[key], "source": "bench"}
             for i in items
+            if (key := text_key(i["text"])) in truth
         ]
-        service.http.post("/feedback", json={"samples": samples}).raise_for_status()
-        sent += len(items)
-    return {"samples": sent, "review_calls": calls}
+        skipped += len(items) - len(samples)
+        if samples:
+            service.http.post("/feedback", json={"samples": samples}).raise_for_status()
+        sent += len(samples)
+    return {"samples": sent, "review_calls": calls, "skipped_test_texts": skipped}
 
 
 def run_arm(args, arm: str, train: Split, test: Split, points: list[int]) -> dict:
@@ -100,7 +107,8 @@ def run_arm(args, arm: str, train: Split, test: Split, points: list[int]) -> dic
                 if arm == "queue":
                     started = time.monotonic()
                     predict_pool(service, train, server.data_dir)
-                    say(f"{arm}: {len(train.texts)} texts predicted in {time.monotonic() - started:.0f} s")
+                    took = time.monotonic() - started
+                    say(f"{arm}: {len(train.texts)} texts predicted in {took:.0f} s")
                 curve = checkpoints_of(service, arm, train, test, points, args)
             finally:
                 service.close()
@@ -138,7 +146,9 @@ def parse_args(argv):
     parser.add_argument("--offline", action="store_true", help="compare every ranking offline")
     parser.add_argument("--strategy", default="margin", help="LIVETUNE_REVIEW_STRATEGY")
     parser.add_argument("--random-share", type=float, default=0.0)
-    parser.add_argument("--batch", type=int, default=0, help="labels a /review call (default: one a label)")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="labels a /review call (default: one a label)"
+    )
     parser.add_argument("--catch-up-timeout", type=float, default=1200.0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
@@ -156,7 +166,11 @@ def main(argv=None) -> dict:
     n_labels = len(set(train.labels))
     args.batch = args.batch or min(n_labels, 100)
     per_class = [int(k) for k in args.per_class.split(",") if k]
-    points = [p for p in checkpoints(n_labels, len(train.texts), per_class, None) if p <= max(per_class) * n_labels]
+    points = [
+        p
+        for p in checkpoints(n_labels, len(train.texts), per_class, None)
+        if p <= max(per_class) * n_labels
+    ]
     results = {"dataset": name, "n_labels": n_labels, "train_samples": len(train.texts),
                "test_samples": len(test.texts), "seed": args.seed, "batch": args.batch,
                "points": points}  # fmt: skip

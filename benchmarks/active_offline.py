@@ -19,6 +19,7 @@ import numpy as np
 from benchmarks.bench_training import LR_C
 from benchmarks.harness.data import Split
 from benchmarks.harness.report import say
+from benchmarks.online_report import percent
 from training import review
 from training.split import text_key
 
@@ -41,7 +42,9 @@ def embed(train: Split, test: Split, names: list[str], base_model: str, template
     from training.predictor import zero_shot_predictor
 
     torch.set_num_threads(os.cpu_count() or 1)
-    predictor = zero_shot_predictor(base_model or None, [Label(n) for n in names], template=template)
+    predictor = zero_shot_predictor(
+        base_model or None, [Label(n) for n in names], template=template
+    )
     train_x = predictor.embeddings(train.texts)
     head = predictor.model.head
     with torch.inference_mode():
@@ -74,7 +77,7 @@ def simulate(name: str, data: tuple, train: Split, test: Split, names, points, b
     train_y, test_y = np.array(train.labels), np.array(test.labels)
     labeled: list[int] = []
     open_rows = list(range(len(train.texts)))
-    probabilities, curve = zero_shot, {}
+    probabilities, curve, fit = zero_shot, {}, None
     for point in points:
         while len(labeled) < point and open_rows:
             count = min(batch, point - len(labeled))
@@ -87,11 +90,13 @@ def simulate(name: str, data: tuple, train: Split, test: Split, names, points, b
             labeled += picks
             chosen = set(picks)
             open_rows = [i for i in open_rows if i not in chosen]
-            fit = LogisticRegression(C=LR_C, max_iter=2000).fit(train_x[labeled], train_y[labeled])
-            probabilities = full_distribution(fit, train_x, names)
-        curve[point] = float((fit.predict(test_x) == test_y).mean())
+            if len(set(train_y[labeled])) > 1:  # else the zero-shot head keeps ranking
+                fit = LogisticRegression(C=LR_C, max_iter=2000)
+                fit.fit(train_x[labeled], train_y[labeled])
+                probabilities = full_distribution(fit, train_x, names)
+        curve[point] = None if fit is None else float((fit.predict(test_x) == test_y).mean())
         covered = len(set(train_y[labeled]))
-        say(f"offline {name}: {point} labels ({covered} labels covered): {curve[point]:.1%}")
+        say(f"offline {name}: {point} labels ({covered} labels covered): {percent(curve[point])}")
     return curve
 
 

@@ -49,7 +49,7 @@ def plot_offline(results: dict, path: Path) -> None:
     name, n = results["dataset"], results["n_labels"]
     plt, fig, ax = _axes(results, f"Rankings on {name}, offline (head-only LR as the learner)")
     for ranking, curve in results["offline"].items():
-        points = sorted((int(k), a) for k, a in curve.items())
+        points = sorted((int(k), a) for k, a in curve.items() if a is not None)
         style = "k--" if ranking == "random" else "o-"
         ax.plot([k for k, _ in points], [100 * a for _, a in points], style, label=ranking)
     _ticks(ax, [p for p in results["points"] if p], n)
@@ -66,12 +66,16 @@ def offline_markdown(results: dict) -> str:
     random = offline["random"]
     rows = []
     for ranking, curve in offline.items():
-        cells = [
-            f"{percent(curve[str(p)])} ({100 * (curve[str(p)] - random[str(p)]):+.1f})"
-            for p in points
-        ]
+        cells = [gain(curve[str(p)], random[str(p)]) for p in points]
         rows.append((ranking, *cells))
     return table(("ranking", *[f"{p} ({p / n:g}/label)" for p in points]), rows)
+
+
+def gain(value: float | None, random: float | None) -> str:
+    """An accuracy and its gain over random order, in points."""
+    if value is None or random is None:
+        return percent(value)
+    return f"{percent(value)} ({100 * (value - random):+.1f})"
 
 
 def markdown(results: dict) -> str:

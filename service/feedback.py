@@ -26,7 +26,9 @@ def resolve_samples(
     for index, sample in enumerate(samples):
         if sample.label not in valid:
             retired = label_set.get(sample.label) is not None
-            errors.append((_retired if retired else _unknown_label)(index, sample.label, label_names))
+            errors.append(
+                (_retired if retired else _unknown_label)(index, sample.label, label_names)
+            )
         prediction = by_id.get(sample.prediction_id) if sample.prediction_id else None
         if sample.prediction_id and prediction is None:
             errors.append(

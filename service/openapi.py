@@ -106,7 +106,8 @@ def mounted_operation(route: Route, schemas: dict) -> dict:
         body = TypeAdapter(route.body).json_schema(ref_template=SCHEMAS + "{model}")
         schemas.update(body.pop("$defs", {}))
         operation["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": body}}
+            "required": True,
+            "content": {"application/json": {"schema": body}},
         }
     return operation
 

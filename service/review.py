@@ -2,8 +2,9 @@
 review page (`/ui/review`, static files in service/ui/) that works through them.
 
 A call re-scores a bounded number of candidates with the adapter in service (those the
-queue would hand out next, plus a few at random), so a queue scored under an older
-adapter catches up call by call instead of going stale; ranking is training/review.py.
+queue would hand out next, plus a few at random) and hands out only what that adapter
+scored, so a queue scored under an older adapter catches up call by call instead of
+going stale; ranking is training/review.py.
 Mounted on the BentoML service by service/admin.py; reaches the worker's service through
 `bentoml.get_current_service()`.
 """
@@ -101,8 +102,10 @@ class ReviewQueue:
         candidates, adapter = self._rescore(serving, candidates)
         if query.label is not None:
             candidates = [c for c in candidates if c.label == query.label]
+        # Only what the adapter in service scored is handed out; the rest waits its turn.
+        scored = [c for c in candidates if c.adapter == adapter] if self.rescore else candidates
         picks = review.select(
-            candidates, query.limit * OVERSELECT, self.strategy, self.random_share, self.rng
+            scored, query.limit * OVERSELECT, self.strategy, self.random_share, self.rng
         )
         reviewer = query.source or f"anonymous-{uuid.uuid4().hex[:12]}"
         items = self.store.lease(picks, query.limit, reviewer, self.lease_s)

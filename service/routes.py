@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.metrics import METRICS_PATH
+from service.review import ReviewOut
 from service.schemas import (
     AdapterOut,
     DescriptionIn,
@@ -20,7 +21,6 @@ from service.schemas import (
     LabelsOut,
     StatusOut,
 )
-from service.review import ReviewOut
 from service.settings import TOKEN_SCOPES
 
 PREDICT, FEEDBACK, ADMIN = TOKEN_SCOPES

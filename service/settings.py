@@ -109,15 +109,22 @@ class ServiceSettings(CoreSettings):
         0.0, ge=0, le=1, description="Share of each GET /review batch picked at random."
     )
     review_lease_s: float = Field(
-        300.0, ge=1, le=86_400, description="Seconds an item handed out by GET /review is"
+        300.0,
+        ge=1,
+        le=86_400,
+        description="Seconds an item handed out by GET /review is"
         " held for its reviewer before the queue may hand it to another.",
     )
     review_pool: int = Field(
-        10_000, ge=1, le=1_000_000,
+        10_000,
+        ge=1,
+        le=1_000_000,
         description="Newest remembered predictions a GET /review call ranks.",
     )
     review_rescore: int = Field(
-        256, ge=0, le=100_000,
+        256,
+        ge=0,
+        le=100_000,
         description="Most candidates a GET /review call re-scores with the adapter in service"
         " (the bounded work that keeps a queue ranked under an older adapter from going stale).",
     )

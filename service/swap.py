@@ -129,7 +129,9 @@ class ServingModel:
     def _embed_prompts(self, labels: Sequence[Label]) -> None:
         """Zero-shot rows for the labels that lack one, by the base encoder (as training
         seeds them); call under the lock."""
-        missing = [lab for lab in labels if (lab.name, lab.prompt(self.template)) not in self.zero_shot]
+        missing = [
+            lab for lab in labels if (lab.name, lab.prompt(self.template)) not in self.zero_shot
+        ]
         if not missing:
             return
         from peft import PeftModel
@@ -140,7 +142,10 @@ class ServingModel:
             encoder.base_model.disable_adapter_layers()
         try:
             prompts = [label.prompt(self.template) for label in missing]
-            rows = F.normalize(self.predictor.embeddings(prompts), dim=-1) * self.predictor.model.head.scale
+            rows = (
+                F.normalize(self.predictor.embeddings(prompts), dim=-1)
+                * self.predictor.model.head.scale
+            )
         finally:
             if adapted:
                 encoder.base_model.enable_adapter_layers()

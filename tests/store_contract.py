@@ -404,7 +404,10 @@ class StoreContract(LabelContract):
         store.add_samples([NewSample("gamma", "x"), _corrected("delta", "y", "x")])
         found = queue.candidates(pool=100, label_count=3)
         # "Alpha " is alpha's newest prediction; labeled texts are gone, by text or by id.
-        assert [(c.text, c.prediction_id) for c in found] == [("Alpha ", "p-2-Alpha "), ("beta", "p-1-beta")]
+        assert [(c.text, c.prediction_id) for c in found] == [
+            ("Alpha ", "p-2-Alpha "),
+            ("beta", "p-1-beta"),
+        ]
         [alpha, _] = found
         assert alpha.adapter == "base" and alpha.top == (("x", 0.6), ("y", 0.3))
         assert alpha.margin == pytest.approx(0.3)  # from the served top, until re-scored

@@ -4,11 +4,11 @@ on the middleware alone."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 import logging
 import os
 import pickle
 import time
+import uuid
 from pathlib import Path
 
 import httpx

@@ -71,7 +71,7 @@ def test_readme_curl_examples_work_as_documented(server):
     )
     assert result.returncode == 0, result.stderr
     outputs = [output.strip() for output in result.stdout.split(mark)[:-1]]
-    assert len(outputs) == 12
+    assert len(outputs) == 16
     predictions = json.loads(outputs[0])
     assert [p["label"] for p in predictions] == ["lost_card", "exchange_rate"]
     assert json.loads(outputs[1]) == {"ids": [1], "stored": 1, "duplicates": 0}
@@ -82,6 +82,13 @@ def test_readme_curl_examples_work_as_documented(server):
     assert len(status["workers"]) == 2
     assert json.loads(outputs[5]) == []
     assert json.loads(outputs[6]) == {"active": "base"}
+    labels = json.loads(outputs[7])
+    assert labels["version"] == 1 and {label["state"] for label in labels["labels"]} == {"active"}
+    added, described, retired = (json.loads(out) for out in outputs[8:11])
+    assert (added["version"], added["label"]["name"]) == (2, "card_declined")
+    assert described["label"]["description"] == "the shop refused my card"
+    assert (retired["version"], retired["label"]["state"]) == (4, "retired")
+    outputs = outputs[:7] + outputs[11:]  # the rest as before the label examples
     counts = [line.rsplit(" ", 1) for line in outputs[7].splitlines()]
     assert all(name.startswith("livetune_predictions_total{") for name, _ in counts)
     assert sum(float(value) for _, value in counts) == 3  # the two texts, then one

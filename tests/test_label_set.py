@@ -79,7 +79,9 @@ def predict(client: httpx.Client, texts: list[str]) -> list[dict]:
 
 def predicted(client: httpx.Client, text: str, times: int = 20) -> set[str]:
     """Labels served for `text` over `times` requests (which the workers share)."""
-    return {client.post("/predict", json={"texts": [text]}).json()[0]["label"] for _ in range(times)}
+    return {
+        client.post("/predict", json={"texts": [text]}).json()[0]["label"] for _ in range(times)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,11 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
 
         listed = {label["name"]: label for label in client.get("/labels").json()["labels"]}
         assert listed[NEW]["corrections"] == 4 and listed[NEW]["trained"] is False
+        metrics = client.get("/metrics").text
+        assert "livetune_labels_active 4.0" in metrics
+        served = [line for line in metrics.splitlines()
+                  if line.startswith("livetune_label_set_version{")]  # fmt: skip
+        assert len(served) == 2 and all(line.endswith(" 2.0") for line in served), served
         samples = toy_samples(180) + new_label_samples(60)
         seen = {text for text, _ in samples}
         unseen = [t for t, _ in new_label_samples(80, seed=99) if t not in seen][:40]
@@ -157,7 +164,9 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
             since = len(load.statuses)
             time.sleep(1.0)
         assert set(load.statuses) == {200}
-        assert NEW not in predicted(client, DESCRIPTION) | {a["label"] for a in predict(client, unseen)}
+        assert NEW not in predicted(client, DESCRIPTION) | {
+            a["label"] for a in predict(client, unseen)
+        }
         assert len(load.statuses) > since
         listed = {label["name"]: label for label in client.get("/labels").json()["labels"]}
         assert listed[NEW]["state"] == "retired" and listed[NEW]["corrections"] == 64
@@ -217,7 +226,9 @@ def test_bad_label_changes_are_4xx_naming_the_field(served, method, path, body, 
 
 
 def test_a_body_that_is_not_json_is_a_400(served):
-    response = served.post("/labels", content=b"{not json", headers={"content-type": "application/json"})
+    response = served.post(
+        "/labels", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["detail"][0]["loc"] == ["body"]
 

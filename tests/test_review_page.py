@@ -60,9 +60,10 @@ def serve(tmp_path, model_dir, **env: str):
 def predicted(server, headers=None) -> None:
     """TEXTS served, and remembered by the prediction log."""
     answers = httpx.post(f"{server.base}/predict", json={"texts": TEXTS[:4]}, headers=headers)
-    answers = answers.json() + httpx.post(
-        f"{server.base}/predict", json={"texts": TEXTS[4:]}, headers=headers
-    ).json()
+    answers = (
+        answers.json()
+        + httpx.post(f"{server.base}/predict", json={"texts": TEXTS[4:]}, headers=headers).json()
+    )
     ids = [a["prediction_id"] for a in answers]
     store = SQLiteFeedbackStore(server.data_dir)
     try:

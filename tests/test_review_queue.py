@@ -15,7 +15,7 @@ from benchmarks.harness.server import running_server, wait_until
 from tests.conftest import TOY_WORDS
 from tests.factories import TOY_LABELS, publish_adapter
 from training.registry import LocalRegistry
-from training.store import SQLiteFeedbackStore
+from training.store import PostgresStore, SQLiteFeedbackStore
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,14 @@ def serve(tmp_path, model_dir, **env: str):
     )
 
 
-def predict(server, texts: list[str]) -> list[dict]:
-    """Predictions of `texts` (4 a call), once the prediction log remembers every one."""
+def predict(server, texts: list[str], store=None) -> list[dict]:
+    """Predictions of `texts` (4 a call), once the prediction log (in `store`, or the
+    server's SQLite files) remembers every one: it is written off the request path."""
     answers = []
     for start in range(0, len(texts), 4):
         body = {"texts": texts[start : start + 4]}
         answers += httpx.post(f"{server.base}/predict", json=body, timeout=30).json()
-    store = SQLiteFeedbackStore(server.data_dir)  # the log is written off the request path
+    store = store or SQLiteFeedbackStore(server.data_dir)
     try:
         ids = [a["prediction_id"] for a in answers]
         wait_until(lambda: len(store.get_predictions(ids)) == len(ids), timeout=30)
@@ -119,7 +120,9 @@ def test_corrected_predictions_and_labeled_texts_never_come_back(tmp_path, tiny_
 
 
 def test_leases_keep_two_concurrent_reviewers_apart(tmp_path, tiny_model_dir):
-    with serve(tmp_path, tiny_model_dir, LIVETUNE_WORKERS="2", LIVETUNE_REVIEW_LEASE_S="3") as server:
+    with serve(
+        tmp_path, tiny_model_dir, LIVETUNE_WORKERS="2", LIVETUNE_REVIEW_LEASE_S="3"
+    ) as server:
         predict(server, TEXTS[:20])
         with ThreadPoolExecutor(4) as pool:
             batches = list(pool.map(lambda who: items(server, limit=10, source=who),
@@ -169,4 +172,28 @@ def test_the_queue_is_ranked_under_the_adapter_in_service(tmp_path, tiny_model_d
         now = {i["prediction_id"]: i["top"] for i in handed}
         served = {a["prediction_id"]: a["top"] for a in answers}
         assert set(now) == set(served) and now != served  # re-scored, not the served scores
-        assert [i["prediction_id"] for i in handed] == sorted(now, key=lambda p: margin({"top": now[p]}))
+        assert [i["prediction_id"] for i in handed] == sorted(
+            now, key=lambda p: margin({"top": now[p]})
+        )
+
+
+def test_on_postgresql_and_through_an_outage(tmp_path, tiny_model_dir, postgres_server):
+    url = postgres_server.fresh_url()
+    with serve(tmp_path, tiny_model_dir, LIVETUNE_STORE_URL=url) as server:
+        answers = predict(server, TEXTS[:6], PostgresStore(url))
+        handed = items(server, limit=3, source="ann")
+        assert [i["prediction_id"] for i in handed] == [
+            a["prediction_id"] for a in sorted(answers, key=margin)[:3]
+        ]
+        postgres_server.stop("immediate")
+        try:
+            refused = review(server, limit=3, source="bob")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["detail"][0]["type"] == "store_unavailable"
+        finally:
+            postgres_server.start()
+        back = wait_until(lambda: review(server, limit=3, source="bob").status_code == 200)
+        assert back  # recovers without a restart; ann's three stay leased to her
+        assert {i["prediction_id"] for i in items(server, limit=10, source="cid")}.isdisjoint(
+            i["prediction_id"] for i in handed
+        )

@@ -106,12 +106,15 @@ def test_a_nul_in_a_prediction_or_a_heartbeat_is_refused(store):
 
 
 def test_a_new_database_gets_every_table_at_the_latest_version(store, postgres_url):
-    assert query(postgres_url, "SELECT max(version) FROM schema_version") == [(postgres_schema.latest_version(),)]
+    assert query(postgres_url, "SELECT max(version) FROM schema_version") == [
+        (postgres_schema.latest_version(),)
+    ]
     tables = query(
         postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema"
     )
     expected = {"samples", "training_runs", "predictions", "workers", "schema_version"}
     expected |= {"labels", "label_set"}  # 2
+    expected |= {"review_scores", "review_leases"}  # 3
     assert {name for (name,) in tables} == expected
 
 

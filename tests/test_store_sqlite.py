@@ -107,7 +107,10 @@ def test_both_connections_wait_on_a_busy_database(store):
 def test_new_files_record_the_latest_schema_version(store, tmp_path):
     feedback = read(tmp_path / "feedback.sqlite3", "PRAGMA user_version")
     predictions = read(tmp_path / "predictions.sqlite3", "PRAGMA user_version")
-    assert (feedback, predictions) == ([(FEEDBACK_SCHEMA.version,)], [(PREDICTIONS_SCHEMA.version,)])
+    assert (feedback, predictions) == (
+        [(FEEDBACK_SCHEMA.version,)],
+        [(PREDICTIONS_SCHEMA.version,)],
+    )
     assert FEEDBACK_SCHEMA.version >= 2  # 2: the label set
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,15 +12,17 @@ import psutil
 import pytest
 import torch
 
+from service.labels import LabelCache
 from service.swap import ServingModel
 from service.watcher import Watcher, worker_states
 from tests.conftest import TOY_LABELS
-from service.labels import LabelCache
 from tests.factories import TEXTS, publish_adapter, serving_model, zero_shot
 from training.adapters import attach_lora, load_head
 from training.labels import Label
+from training.predictor import zero_shot_predictor
 from training.registry import BASE, LocalRegistry
 from training.store import SQLiteFeedbackStore
+from training.store.labels import LabelRecord, LabelSet
 from training.trainer import TrainConfig
 
 
@@ -172,3 +175,85 @@ def test_memory_stays_flat_over_500_swaps(tmp_path):
     growth_mb = (process.memory_info().rss - before) / 2**20
     assert serving.state.swaps == 520
     assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB over 500 swaps"
+
+
+def label_set(version: int, *labels: Label, retired: tuple[str, ...] = ()) -> LabelSet:
+    records = tuple(
+        LabelRecord(
+            label.name,
+            label.description,
+            "retired" if label.name in retired else "active",
+            position,
+            0.0,
+            0.0,
+        )  # fmt: skip
+        for position, label in enumerate(labels, start=1)
+    )
+    return LabelSet(version, records)
+
+
+TOY = labels_of(TOY_LABELS)
+NEW = Label("pricing", "how much")  # words of the tiny vocabulary
+
+
+def test_a_new_label_is_served_zero_shot_and_the_trained_rows_stay(setup, tiny_model_dir):
+    serving, registry = setup
+    version = publish_adapter(registry, tiny_model_dir, seed=8)
+    assert serving.follow(version)
+    trained_before, _ = scores(serving)
+    assert serving.follow_labels(label_set(2, *TOY, NEW))
+    assert serving.label_names == [*TOY_LABELS, "pricing"]
+    assert serving.state.label_set_version == 2 and serving.state.labels == 4
+    # Its row is the zero-shot one training would start it from: by the base encoder.
+    fresh = zero_shot_predictor(str(tiny_model_dir), [*TOY, NEW], template="{name}",
+                                device="cpu", precision="fp32")  # fmt: skip
+    head = serving.predictor.model.head
+    assert torch.allclose(head.weight[3], fresh.model.head.weight[3], atol=1e-5)
+    assert float(head.bias[3]) == 0.0
+    # The adapter's rows are as they were: with the new row masked, the same scores.
+    with serving.lock:
+        logits = serving.predictor.probabilities(TEXTS).log()
+    renormalised = logits[:, :3].softmax(-1)
+    assert torch.allclose(renormalised, trained_before, atol=1e-5)
+    assert not serving.follow_labels(label_set(2, *TOY, NEW))  # same version: nothing to do
+
+
+def test_a_retired_label_is_never_predicted(setup):
+    serving, _ = setup
+    serving.follow_labels(label_set(2, *TOY, NEW))
+    assert serving.follow_labels(label_set(3, *TOY, NEW, retired=("lost_card",)))
+    assert serving.label_names == ["exchange_rate", "refund_request", "pricing"]
+    answers = serving.predictor.predict(["i lost my card", "stolen card", *TEXTS])
+    assert {label for a in answers for label, _ in a.top} <= set(serving.label_names)
+
+
+def test_a_changed_description_gets_a_new_zero_shot_row(setup):
+    serving, _ = setup
+    serving.follow_labels(label_set(2, *TOY, Label("pricing", "refund money back")))
+    assert serving.predictor.predict(["refund money back"])[0].label == "pricing"
+    serving.follow_labels(label_set(3, *TOY, NEW))
+    assert serving.predictor.predict(["refund money back"])[0].label == "refund_request"
+
+
+def test_one_batch_is_served_by_one_label_set_version(setup):
+    serving, _ = setup
+    sets = [label_set(v, *TOY, NEW, retired=() if v % 2 else ("pricing",)) for v in range(2, 40)]
+    expected = {s.version: set(s.names()) for s in sets}
+    seen, stop = [], threading.Event()
+
+    def predict() -> None:
+        while not stop.is_set():
+            predictions, _, version = serving.predict(TEXTS)
+            seen.append((version, {label for p in predictions for label, _ in p.top}))
+
+    thread = threading.Thread(target=predict)
+    thread.start()
+    for s in sets:
+        serving.follow_labels(s)
+        time.sleep(0.005)
+    stop.set()
+    thread.join()
+    assert len({version for version, _ in seen}) > 3
+    for version, labels in seen:
+        # top-k holds every label here (4 labels, k=5): exactly that version's set
+        assert version == 0 or labels == expected[version], version

@@ -120,7 +120,9 @@ def read_head(
     """
     rows = read_head_rows(folder)
     if any(row.shape[0] != weight.shape[1] for row, _ in rows.values()):
-        raise AdapterMismatch(f"{folder.name}: head rows: does not fit hidden size {weight.shape[1]}")
+        raise AdapterMismatch(
+            f"{folder.name}: head rows: does not fit hidden size {weight.shape[1]}"
+        )
     weight, bias = weight.detach().clone(), bias.detach().clone()
     matched = 0
     for i, name in enumerate(label_names):

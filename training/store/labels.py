@@ -156,7 +156,9 @@ class LabelStore(abc.ABC):
 
         def seed(writer: LabelWriter, current: LabelSet) -> None:
             names = {label.name for label in configured}
-            result["added"] = [label.name for label in configured if current.get(label.name) is None]
+            result["added"] = [
+                label.name for label in configured if current.get(label.name) is None
+            ]
             for label in configured:
                 if current.get(label.name) is None:
                     writer.insert(label, now)
@@ -174,7 +176,10 @@ class LabelStore(abc.ABC):
 
     def add_label(self, name: str, description: str, now: float) -> LabelSet:
         """A new active label; LabelExists if the name is taken, retired names included."""
-        label = Label(_checked(check_name, name, "name"), _checked(check_description, description, "description"))
+        label = Label(
+            _checked(check_name, name, "name"),
+            _checked(check_description, description, "description"),
+        )
 
         def add(writer: LabelWriter, current: LabelSet) -> None:
             found = current.get(label.name)
@@ -213,7 +218,6 @@ class LabelStore(abc.ABC):
             writer.retire(name, now)
 
         return self.change_labels(retire)
-
 
     def restore_label_set(self, label_set: LabelSet) -> int:
         """Copy another store's set, positions, times and version kept, into this empty one
@@ -264,9 +268,7 @@ class LabelWriter:
 
     def insert(self, label: Label, now: float) -> None:
         position = self._execute(NEXT_POSITION).fetchone()[0]
-        self._execute(
-            INSERT_LABEL, (label.name, label.description, ACTIVE, position, now, now)
-        )
+        self._execute(INSERT_LABEL, (label.name, label.description, ACTIVE, position, now, now))
         self.changed = True
 
     def insert_record(self, record: LabelRecord) -> None:

@@ -18,9 +18,9 @@ from psycopg.types.json import Jsonb
 
 from training.locks import TrainingBusy
 from training.store import policy, postgres_rows
-from training.store.labels import LabelWriter
 from training.store import queries as q
 from training.store.base import ComposedStore
+from training.store.labels import LabelWriter
 from training.store.postgres_pool import Database, refuse_nul
 from training.store.postgres_predictions import PostgresPredictionLog
 from training.store.postgres_schema import RUN_LOCK, SAMPLES_LOCK

@@ -71,7 +71,9 @@ class ReviewStore(abc.ABC):
             f" ORDER BY p.{self.log_order} DESC LIMIT %s"
         )
 
-    def candidates(self, *, pool: int, label_count: int, now: float | None = None) -> list[Candidate]:
+    def candidates(
+        self, *, pool: int, label_count: int, now: float | None = None
+    ) -> list[Candidate]:
         """One candidate per open text among the newest `pool` predictions, newest first,
         with the freshest scores known: a re-score if there is one, else the served top."""
         now = time.time() if now is None else now
@@ -96,8 +98,7 @@ class ReviewStore(abc.ABC):
         """Remember each text's scores under the adapter that re-scored it."""
         now = time.time() if now is None else now
         rows = [
-            (c.text_key, c.adapter, self._json(c.top), c.margin, c.entropy, now)
-            for c in candidates
+            (c.text_key, c.adapter, self._json(c.top), c.margin, c.entropy, now) for c in candidates
         ]
 
         def work(execute):
@@ -161,6 +162,7 @@ class ReviewStore(abc.ABC):
         )
         return ReviewCounts(depth, queued, total - queued)
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release what this object opened itself."""
 

@@ -27,3 +27,6 @@ class PostgresReviewStore(ReviewStore):
 
     def _json(self, value):
         return Jsonb(value)
+
+    def close(self) -> None:
+        """Nothing of its own to release: the pool is the feedback store's."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from training.store import policy
