@@ -29,6 +29,8 @@ METRICS_PATH = "/metrics"
 MAX_SOURCES = 32  # distinct feedback `source` values kept as label values; others are "other"
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 SWAP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+QUEUE_DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TRAINING_BUCKETS = (10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200)
 
 PREDICTIONS = Counter(
@@ -46,6 +48,19 @@ FEEDBACK = Counter(
     "Corrections newly stored, by source and by whether the served prediction agreed"
     ' ("unknown": no served prediction is linked).',
     ["source", "agreed"],
+)
+QUEUE_DELAY = Histogram(
+    "livetune_batch_queue_delay_seconds",
+    "Time a /predict request waited in its worker's queue before its batch ran.",
+    buckets=QUEUE_DELAY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "livetune_batch_size_texts", "Texts in each batch the model ran.", buckets=BATCH_BUCKETS
+)
+IN_FLIGHT = Gauge(
+    "livetune_requests_in_flight",
+    "/predict requests a worker holds now: queued or in the batch running.",
+    multiprocess_mode="liveall",  # one series per live worker
 )
 SWAPS = Counter("livetune_adapter_swaps", "Adapter versions switched in by a worker.")
 SWAP_FAILURES = Counter(
@@ -161,6 +176,18 @@ def record_feedback(samples: Sequence[NewSample], new: Sequence[bool]) -> None:
         else:
             agreed = "true" if sample.predicted_label == sample.label else "false"
         FEEDBACK.labels(source=SOURCES.label(sample.source), agreed=agreed).inc()
+
+
+def record_queue_delay(seconds: float) -> None:
+    QUEUE_DELAY.observe(seconds)
+
+
+def record_batch(texts: int) -> None:
+    BATCH_SIZE.observe(texts)
+
+
+def record_in_flight(change: int) -> None:
+    IN_FLIGHT.inc(change)
 
 
 def record_swap(previous: str, version: str, seconds: float) -> None:

@@ -14,6 +14,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from service import admin, metrics
 from service.auth import BearerAuth
+from service.batching import Batcher, Overloaded
 from service.errors import error_response, unavailable
 from service.feedback import resolve_samples
 from service.labels import LabelCache
@@ -79,6 +80,13 @@ class Livetune:
         self.worker_stale_s = settings.worker_stale_s
         self.base_model_id = base_model_id(settings.base_model)
         self.serving: ServingModel | None = None
+        # Our own batching, with a bounded wait, instead of BentoML's adaptive batching.
+        self.batcher = Batcher(
+            lambda texts: self._ready_serving().predict(texts),
+            max_rows=settings.max_batch_size,
+            max_delay_s=settings.max_queue_delay_ms / 1000,
+            max_queued_rows=settings.max_queued_texts,
+        )
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
         # Loading takes seconds: do it off the event loop so /livez answers meanwhile.
@@ -128,14 +136,13 @@ class Livetune:
     def __is_alive__(self) -> bool:
         return self.load_error is None
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
-    )
-    def predict(self, texts: Texts) -> Predictions:
+    @bentoml.api
+    async def predict(self, texts: Texts) -> Predictions:
         """Classify texts: label, score, top-k alternatives, prediction id and adapter version."""
-        predictions, version, _ = self._ready_serving().predict(texts)
+        try:
+            predictions, version, _ = await self.batcher.submit(texts)
+        except Overloaded as exc:
+            return error_response(503, f"this worker is overloaded: {exc}; retry", [], "overloaded")
         answers = [encode_prediction(p, version) for p in predictions]
         metrics.record_predictions([a.label for a in answers], [a.score for a in answers], version)
         if settings.log_predictions:

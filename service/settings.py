@@ -37,10 +37,19 @@ class ServiceSettings(CoreSettings):
     )
     top_k: int = Field(5, ge=1, le=100, description="Alternatives returned in `top`.")
     max_batch_size: int = Field(
-        128, ge=1, le=4_096, description="Texts per adaptive batch (BentoML's max_batch_size)."
+        128, ge=1, le=4_096, description="Most texts in one batch of concurrent requests."
     )
-    max_latency_ms: int = Field(
-        10_000, ge=10, description="Adaptive-batching queue deadline; queued longer = 503."
+    max_queue_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1_000,
+        description=(
+            "Longest a request waits for company while the model is busy (service/batching.py);"
+            " one that finds it idle is dispatched at once."
+        ),
+    )
+    max_queued_texts: int = Field(
+        4_096, ge=1, description="Texts a worker queues at most; more at once is 503."
     )
     inference_batch_size: int = Field(
         0,
