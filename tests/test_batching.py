@@ -150,9 +150,13 @@ def histogram(metrics: str, name: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("batching")
-    env = {**tiny_training_env(tiny_model_dir), "LIVETUNE_TRAINER": "false",
-           "LIVETUNE_MAX_QUEUE_DELAY_MS": "50", "LIVETUNE_WORKERS": "1",
-           "LIVETUNE_PRECISION": "fp32"}  # fmt: skip (fp32: the same scores in any batch)
+    env = {
+        **tiny_training_env(tiny_model_dir),
+        "LIVETUNE_TRAINER": "false",
+        "LIVETUNE_MAX_QUEUE_DELAY_MS": "50",
+        "LIVETUNE_WORKERS": "1",
+        "LIVETUNE_PRECISION": "fp32",
+    }  # fp32: the same scores in a batch of any size
     with running_server(tmp, **env) as served:
         yield served
 
