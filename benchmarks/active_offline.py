@@ -31,6 +31,8 @@ RANKINGS = {
     "diverse": ("diverse", 0.0),
     "margin+20% random": ("margin", 0.2),
     "diverse+20% random": ("diverse", 0.2),
+    "margin+50% random": ("margin", 0.5),
+    "diverse+50% random": ("diverse", 0.5),
 }
 
 
