@@ -93,6 +93,23 @@ def label_from_queue(service: Service, truth: dict[str, str], count: int, batch:
     return {"samples": sent, "review_calls": calls, "skipped_test_texts": skipped}
 
 
+def paced(service: Service, truth: dict[str, str], count: int, args) -> dict:
+    """`count` labels from the queue; with --pace N the reviewer waits for the trainer to
+    catch up after every N (a person labels far slower than the simulated one, so the
+    adapter in service follows the labels instead of lagging a whole checkpoint)."""
+    step = args.pace or count
+    totals = {"samples": 0, "review_calls": 0, "skipped_test_texts": 0, "waits": 0}
+    while totals["samples"] < count:
+        got = label_from_queue(service, truth, min(step, count - totals["samples"]), args.batch)
+        totals = {k: totals[k] + got.get(k, 0) for k in totals}
+        if not got["samples"]:
+            break  # the queue is empty
+        if args.pace and totals["samples"] < count:
+            wait_caught_up(service, args.catch_up_timeout)
+            totals["waits"] += 1
+    return totals
+
+
 def run_arm(args, arm: str, train: Split, test: Split, points: list[int]) -> dict:
     """One arm on a fresh service: its learning curve and its training runs."""
     with tempfile.TemporaryDirectory(prefix=f"livetune-active-{arm}-") as tmp:
@@ -124,7 +141,7 @@ def checkpoints_of(service, arm, train, test, points, args) -> list[dict]:
         if arm == "random":
             segment = stream(service, train.take(range(done, point)))
         else:
-            segment = label_from_queue(service, truth, point - done, args.batch)
+            segment = paced(service, truth, point - done, args)
         done = point
         wait = wait_caught_up(service, args.catch_up_timeout)
         measured = evaluate(service, test)
@@ -146,6 +163,12 @@ def parse_args(argv):
     parser.add_argument("--offline", action="store_true", help="compare every ranking offline")
     parser.add_argument("--strategy", default="margin", help="LIVETUNE_REVIEW_STRATEGY")
     parser.add_argument("--random-share", type=float, default=0.0)
+    parser.add_argument(
+        "--pace", type=int, default=0, help="queue arm: wait for the trainer every N labels"
+    )
+    parser.add_argument(
+        "--random-from", type=Path, help="take the random-order arm from this earlier JSON"
+    )
     parser.add_argument(
         "--batch", type=int, default=0, help="labels a /review call (default: one a label)"
     )
@@ -185,8 +208,15 @@ def main(argv=None) -> dict:
         plot_offline(results, out.with_suffix(".png"))
         print(offline_markdown(results))
         return results
-    results.update(strategy=args.strategy, random_share=args.random_share)
+    results.update(strategy=args.strategy, random_share=args.random_share, pace=args.pace)
+    if args.random_from:  # random order does not depend on the ranking: run it once
+        earlier = json.loads(args.random_from.read_text())
+        if (earlier["dataset"], earlier["seed"], earlier["points"]) != (name, args.seed, points):
+            raise SystemExit(f"{args.random_from} is another data set, seed or checkpoints")
+        results["random"] = earlier["random"]
     for arm in ("queue", "random"):
+        if arm in results:
+            continue
         results[arm] = run_arm(args, arm, train, test, points)
         write_json(args.out or DOCS / f"active_{name}.json", results)  # partial results survive
     scores = head_only(train, test, [p for p in points if p], args.base_model, lambda n: [True] * n)

@@ -13,6 +13,7 @@ from dataclasses import asdict
 import anyio.to_thread
 import bentoml
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -138,17 +139,45 @@ HANDLERS = {
 }
 
 
+class LastSegments(PathConvertor):
+    """A path parameter that may hold "/" (a label name may) but does not end in the
+    literal tail of another route under it: "/labels/x/retire" is the retire route's,
+    so PATCH on it is 405, not a PATCH of a label named "x/retire"."""
+
+    regex = r"(?!.*/retire$).+"
+
+
+register_url_convertor("last", LastSegments())
+
+
 def starlette_path(path: str) -> str:
-    """The table's `{param}` as Starlette's `{param:path}`: a label name may hold a "/"."""
-    return re.sub(r"\{(\w+)\}", r"{\1:path}", path)
+    """The table's `{param}` as Starlette's: `{param:path}` inside a path, `{param:last}`
+    at its end (see LastSegments)."""
+    path = re.sub(r"\{(\w+)\}$", r"{\1:last}", path)
+    return re.sub(r"\{(\w+)\}(?=/)", r"{\1:path}", path)
+
+
+def by_method(path: str, methods: list[str]):
+    """One endpoint for every method of `path`: a path of two routes is one Starlette
+    route, so its 405 names all of their methods in Allow."""
+    handlers = {method: HANDLERS[method, path] for method in methods}
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint
 
 
 # A mounted route in the table without a handler here fails at import, not at a request.
+MOUNTED: dict[str, list[str]] = {}
+for declared in ROUTES:
+    if declared.served_by == "mounted":
+        MOUNTED.setdefault(declared.path, []).append(declared.method)
 routes = Starlette(
     routes=[
-        Route(starlette_path(r.path), HANDLERS[r.method, r.path], methods=[r.method])
-        for r in ROUTES
-        if r.served_by == "mounted"
+        Route(starlette_path(path), by_method(path, methods), methods=methods)
+        for path, methods in MOUNTED.items()
     ]
     # The review page and its files, under an open prefix of the table.
     + [Mount(review.UI_PREFIX, app=review.ui)]
