@@ -151,6 +151,18 @@ def checkpoints_of(service, arm, train, test, points, args) -> list[dict]:
     return curve
 
 
+def earlier_random(path: Path, name: str, seed: int, points: list[int]) -> dict:
+    """The random-order arm and the head-only baseline of an earlier run of the same data
+    and seed at these checkpoints (read once the queue arm is done: the two may overlap)."""
+    earlier = json.loads(path.read_text())
+    missing = set(points) - set(earlier["points"])
+    if (earlier["dataset"], earlier["seed"]) != (name, seed) or missing:
+        raise SystemExit(f"{path} is another data set or seed, or lacks a checkpoint")
+    curve = [c for c in earlier["random"]["curve"] if c["samples"] in points]
+    head = {k: v for k, v in (earlier.get("head_only") or {}).items() if int(k) in points}
+    return {"random": {**earlier["random"], "curve": curve}, "head_only": head}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/test")
@@ -209,18 +221,16 @@ def main(argv=None) -> dict:
         print(offline_markdown(results))
         return results
     results.update(strategy=args.strategy, random_share=args.random_share, pace=args.pace)
-    if args.random_from:  # random order does not depend on the ranking: run it once
-        earlier = json.loads(args.random_from.read_text())
-        if (earlier["dataset"], earlier["seed"], earlier["points"]) != (name, args.seed, points):
-            raise SystemExit(f"{args.random_from} is another data set, seed or checkpoints")
-        results["random"] = earlier["random"]
     for arm in ("queue", "random"):
-        if arm in results:
+        if arm == "random" and args.random_from:  # not ranked by the queue: run it once
+            results.update(earlier_random(args.random_from, name, args.seed, points))
             continue
         results[arm] = run_arm(args, arm, train, test, points)
         write_json(args.out or DOCS / f"active_{name}.json", results)  # partial results survive
-    scores = head_only(train, test, [p for p in points if p], args.base_model, lambda n: [True] * n)
-    results["head_only"] = {str(n): a for n, a in scores["all"].items()}
+    if not results.get("head_only"):
+        sizes = [p for p in points if p]
+        scores = head_only(train, test, sizes, args.base_model, lambda n: [True] * n)
+        results["head_only"] = {str(n): a for n, a in scores["all"].items()}
     results["wall_s"] = round(time.monotonic() - started, 1)
     out = args.out or DOCS / f"active_{name}.json"
     write_json(out, results)

@@ -30,7 +30,9 @@ def plot(results: dict, path: Path) -> None:
     """Both arms of the REST phase and the head-only baseline, as a PNG at `path`."""
     name, n = results["dataset"], results["n_labels"]
     plt, fig, ax = _axes(results, f"Active learning on {name} through the REST API")
-    queue = f"review queue ({results['strategy']}, {results['random_share']:.0%} random)"
+    queue = f"review queue ({results['strategy']}, {results['random_share']:.0%} random"
+    pace = results.get("pace")
+    queue += f", trainer caught up every {pace} labels)" if pace else ")"
     for arm, style, label in (("queue", "o-", queue), ("random", "s-", "random order")):
         curve = results.get(arm, {}).get("curve", [])
         ax.plot([c["samples"] for c in curve], [100 * c["accuracy"] for c in curve], style,

@@ -115,7 +115,7 @@ class ServiceSettings(CoreSettings):
         " labels (docs/benchmarks.md#active-learning compares them).",
     )
     review_random_share: float = Field(
-        0.0, ge=0, le=1, description="Share of each GET /review batch picked at random."
+        0.2, ge=0, le=1, description="Share of each GET /review batch picked at random."
     )
     review_lease_s: float = Field(
         300.0,

@@ -52,8 +52,8 @@ def forward_rows(device: torch.device, batch_size: int) -> int:
     """Rows per forward pass: `batch_size`, or 0 = what suits the device.
 
     On a CPU, bigger forwards are slower per text (bench_predict's sweep on 2 cores:
-    229-262 texts/s at 8-32 rows, 191 at 64, 167 at 128), while the service's adaptive
-    batches grow with the load: 16 rows keeps them at the fast size, and the length sort
+    229-262 texts/s at 8-32 rows, 191 at 64, 167 at 128), while the service's batches
+    grow with the load: 16 rows keeps them at the fast size, and the length sort
     still sees the whole batch. A GPU wants large forwards.
     """
     if batch_size:
