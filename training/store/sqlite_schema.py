@@ -8,6 +8,7 @@ to bootstrap, and every file made before versions were recorded reads 0.
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,13 +153,28 @@ def connect(path: Path, synchronous: str, schema: Schema) -> sqlite3.Connection:
     )
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
+        wal_mode(db)
         db.execute(f"PRAGMA synchronous = {synchronous}")
         migrate(db, path, schema)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def wal_mode(db: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying while another process holds the file: the switch takes an
+    exclusive lock, and SQLite may answer "database is locked" at once instead of waiting
+    on busy_timeout (seen when several processes open a new file at the same moment)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager
