@@ -127,7 +127,10 @@ def test_concurrent_requests_are_batched_without_mixing_answers(server):
         assert response.status_code == 200, response.text
         [answer] = response.json()
         assert answer["label"] == alone[text]["label"]
-        assert answer["score"] == pytest.approx(alone[text]["score"], abs=0.02)
+        # bf16 autocast (this server's default precision) runs batches of 8 rows or more
+        # and fp32 below: the same text's score moves with its batch (seen up to 0.11).
+        # tests/test_batching.py checks the scores exactly, in fp32.
+        assert answer["score"] == pytest.approx(alone[text]["score"], abs=0.15)
 
 
 def test_bad_input_over_real_http_is_a_4xx(server):
