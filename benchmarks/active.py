@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.active_offline import compare
 from benchmarks.active_report import markdown, offline_markdown, plot, plot_offline
 from benchmarks.harness.client import post_all
-from benchmarks.harness.data import DEFAULT_DATA, Split
+from benchmarks.harness.data import Split, add_data_arguments
 from benchmarks.harness.report import say, write_json
 from benchmarks.harness.server import ROOT, running_server, wait_until
 from benchmarks.online import checkpoints, head_only, load_data, service_env
@@ -165,11 +165,7 @@ def earlier_random(path: Path, name: str, seed: int, points: list[int]) -> dict:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/test")
-    parser.add_argument("--train", type=Path, help="train CSV/TSV (default: DATA/train.*)")
-    parser.add_argument("--test", type=Path, help="test CSV/TSV (default: DATA/test.*)")
-    parser.add_argument("--text-column")
-    parser.add_argument("--label-column")
+    add_data_arguments(parser)
     parser.add_argument("--base-model", default="", help="LIVETUNE_BASE_MODEL (default embedded)")
     parser.add_argument("--per-class", default=",".join(map(str, PER_CLASS)))
     parser.add_argument("--offline", action="store_true", help="compare every ranking offline")

@@ -44,13 +44,7 @@ def trained_predictor(data: Path, per_class: int, precision: str) -> tuple[Predi
     """The zero-shot predictor with a LoRA adapter trained on `per_class` texts a label."""
     labels = read_labels(data)
     train = load_split(data, "train", [label.name for label in labels]).shuffled(0)
-    seen: dict[str, int] = {}
-    keep = []
-    for i, label in enumerate(train.labels):
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] <= per_class:
-            keep.append(i)
-    train = train.take(keep)
+    train = train.per_label(per_class)
     predictor = zero_shot_predictor(None, labels, template=DEFAULT_TEMPLATE, device="cpu",
                                     precision=precision)  # fmt: skip
     config = TrainConfig()

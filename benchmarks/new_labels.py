@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness.data import DEFAULT_DATA, Split
+from benchmarks.harness.data import Split, add_data_arguments
 from benchmarks.harness.report import RESULTS, say, table, write_json
 from benchmarks.harness.server import running_server
 from benchmarks.online import SERVICE_SETTINGS, head_only, load_data
@@ -34,18 +34,6 @@ from benchmarks.online_service import Service, stream, wait_caught_up
 from training.labels import humanize
 
 FOLLOW_S = 2.0  # every worker follows a label-set change within this long
-
-
-def per_label(split: Split, labels: set[str], count: int, skip: int = 0) -> Split:
-    """The rows `skip`..`skip + count` of each of `labels`, in the split's (seeded) order."""
-    seen: dict[str, int] = {}
-    keep = []
-    for i, label in enumerate(split.labels):
-        if label in labels:
-            seen[label] = seen.get(label, 0) + 1
-            if skip < seen[label] <= skip + count:
-                keep.append(i)
-    return split.take(keep)
 
 
 def accuracies(service: Service, test: Split, new: set[str]) -> dict:
@@ -86,7 +74,7 @@ def run(args) -> dict:
     labels = sorted(set(train.labels))
     new = sorted(random.Random(args.seed).sample(labels, args.new))
     old = [name for name in labels if name not in new]
-    base = per_label(train, set(old), args.base_per_class)
+    base = train.per_label(args.base_per_class, old)
     say(f"{len(old)} labels at start, {len(base.texts)} corrections of them; new: {new}")
     points = [int(k) for k in args.per_class.split(",")]
     curve, streamed = [], Split(list(base.texts), list(base.labels))
@@ -106,7 +94,7 @@ def run(args) -> dict:
                 say(f"{len(new)} labels added; every worker followed in {follow_s:.2f} s")
                 done = 0
                 for k in [0, *points]:
-                    segment = per_label(train, set(new), k - done, skip=done)
+                    segment = train.per_label(k - done, new, skip=done)
                     done = k
                     if segment.texts:
                         stream(service, segment)
@@ -159,11 +147,7 @@ def markdown(results: dict) -> str:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/test")
-    parser.add_argument("--train", type=Path, help="train CSV/TSV (default: DATA/train.*)")
-    parser.add_argument("--test", type=Path, help="test CSV/TSV (default: DATA/test.*)")
-    parser.add_argument("--text-column")
-    parser.add_argument("--label-column")
+    add_data_arguments(parser)
     parser.add_argument("--new", type=int, default=5, help="labels held out, then added")
     parser.add_argument("--base-per-class", type=int, default=10,
                         help="corrections of each other label before the new ones")  # fmt: skip

@@ -31,10 +31,8 @@ from pathlib import Path
 
 from benchmarks.bench_training import lr_accuracy
 from benchmarks.harness.data import (
-    DEFAULT_DATA,
-    LABEL_COLUMNS,
-    TEXT_COLUMNS,
     Split,
+    add_data_arguments,
     check_known,
     read_split,
     split_file,
@@ -204,11 +202,7 @@ def serve_and_stream(args, train: Split, test: Split, points: list[int]) -> dict
 def parse_args(argv):
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/test")
-    parser.add_argument("--train", type=Path, help="train CSV/TSV (default: DATA/train.*)")
-    parser.add_argument("--test", type=Path, help="test CSV/TSV (default: DATA/test.*)")
-    parser.add_argument("--text-column", help=f"default: the first of {', '.join(TEXT_COLUMNS)}")
-    parser.add_argument("--label-column", help=f"default: the first of {', '.join(LABEL_COLUMNS)}")
+    add_data_arguments(parser)
     parser.add_argument("--base-model", default="", help="LIVETUNE_BASE_MODEL (default embedded)")
     parser.add_argument(
         "--per-class",

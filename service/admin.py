@@ -144,7 +144,9 @@ class LastSegments(PathConvertor):
     literal tail of another route under it: "/labels/x/retire" is the retire route's,
     so PATCH on it is 405, not a PATCH of a label named "x/retire"."""
 
-    regex = r"(?!.*/retire$).+"
+    # The tails after a parameter in the table ("/retire"), taken from it.
+    tails = sorted({re.split(r"\{\w+\}", r.path)[-1] for r in ROUTES if r.templated} - {""})
+    regex = rf"(?!.*(?:{'|'.join(map(re.escape, tails))})$).+" if tails else ".+"
 
 
 register_url_convertor("last", LastSegments())

@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.errors import error_response, unavailable
-from service.schemas import DescriptionIn, LabelIn, LabelOut, LabelsOut
+from service.schemas import ChangedLabel, DescriptionIn, LabelIn, LabelOut, LabelsOut
 from training.labels import Label
 from training.store import FeedbackStore, StoreUnavailable
-from training.store.labels import LabelError, LabelSet, log_seed
+from training.store.labels import LabelError, LabelRecord, LabelSet, log_seed
 
 log = logging.getLogger("livetune.labels")
 
@@ -37,8 +37,7 @@ class LabelCache:
         self.configured = list(configured)
         self.seeded = False
         self._lock = threading.Lock()
-        records = ()  # version 0: the configured set, before the store has been reached
-        self._set = LabelSet(0, records)
+        self._set = LabelSet(0)  # until the store is reached: labels() are the configured ones
 
     def seed(self) -> LabelSet:
         """Seed the store from the configuration (once per process); StoreUnavailable if it
@@ -72,18 +71,17 @@ class LabelCache:
                 self._set = label_set
 
 
+def label_fields(record: LabelRecord) -> dict:
+    """What every answer says of a label (`ChangedLabel`'s fields)."""
+    return {name: getattr(record, name) for name in ChangedLabel.model_fields}
+
+
 def labels_out(label_set: LabelSet, counts: dict[str, int], trained: frozenset[str]) -> LabelsOut:
     return LabelsOut(
         version=label_set.version,
         labels=[
             LabelOut(
-                name=r.name,
-                description=r.description,
-                state=r.state,
-                added_at=r.added_at,
-                retired_at=r.retired_at,
-                corrections=counts.get(r.name, 0),
-                trained=r.name in trained,
+                **label_fields(r), corrections=counts.get(r.name, 0), trained=r.name in trained
             )
             for r in label_set.records
         ],
@@ -99,10 +97,8 @@ def list_labels(service) -> LabelsOut:
 
 def one_label(label_set: LabelSet, name: str) -> dict:
     """A changed label as the answer: the label and the set's new version."""
-    record = label_set.get(name)
-    out = labels_out(LabelSet(label_set.version, (record,)), {}, frozenset())
-    answer = out.labels[0].model_dump(mode="json", exclude={"corrections", "trained"})
-    return {"version": label_set.version, "label": answer}
+    label = ChangedLabel(**label_fields(label_set.get(name))).model_dump(mode="json")
+    return {"version": label_set.version, "label": label}
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel | Response:

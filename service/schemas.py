@@ -206,14 +206,19 @@ class AdapterOut(BaseModel):
     base_model: str | None
 
 
-class LabelOut(BaseModel):
-    """One label of the set, as GET /labels lists it."""
+class ChangedLabel(BaseModel):
+    """A label as a change to it answers."""
 
     name: str
     description: str = Field(description='The text its zero-shot row embeds ("": the name).')
     state: Literal["active", "retired"]
     added_at: float = Field(description="When it was added (Unix time).")
     retired_at: float | None
+
+
+class LabelOut(ChangedLabel):
+    """One label of the set, as GET /labels lists it."""
+
     corrections: int = Field(description="Active corrections stored with this label.")
     trained: bool = Field(
         description="Whether the adapter this worker serves learned from corrections of it"
@@ -226,14 +231,6 @@ class LabelsOut(BaseModel):
 
     version: int = Field(description="The label-set version; every change adds one.")
     labels: list[LabelOut]
-
-
-class ChangedLabel(BaseModel):
-    name: str
-    description: str
-    state: Literal["active", "retired"]
-    added_at: float
-    retired_at: float | None
 
 
 class LabelChanged(BaseModel):

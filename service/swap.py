@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from service import metrics
-from training.adapters import ADAPTER_WEIGHTS, AdapterMismatch, check_compatible, read_head_rows
+from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head_rows
 from training.labels import Label
 from training.predictor import Prediction, Predictor
 from training.registry import BASE, AdapterStore
@@ -189,10 +189,7 @@ class ServingModel:
         adapter = self.registry.get(version)  # name, files and symlinks checked
         check_compatible(adapter.manifest, version, self.base_fingerprint, self.base_id)
         folder = self.registry.materialize(version)
-        rows = read_head_rows(folder)
-        hidden = self.predictor.model.head.weight.shape[1]
-        if any(weight.shape[0] != hidden for weight, _ in rows.values()):
-            raise AdapterMismatch(f"{version}: head rows: does not fit hidden size {hidden}")
+        rows = read_head_rows(folder, self.predictor.model.head.weight.shape[1])
         trained = trained_labels(adapter.manifest, rows)
         model = self.predictor.model
         from peft import PeftModel

@@ -102,6 +102,19 @@ def publish_adapter(
     return adapters.publish_adapter(registry, model_dir, seed, labels, config)
 
 
+def tiny_server(tmp_path: Path, model_dir, **env: str):
+    """`running_server` on the tiny model and the toy labels, the Trainer off."""
+    from benchmarks.harness.server import running_server
+
+    return running_server(
+        tmp_path,
+        LIVETUNE_BASE_MODEL=str(model_dir),
+        LIVETUNE_LABELS=",".join(TOY_LABELS),
+        LIVETUNE_TRAINER="false",
+        **env,
+    )
+
+
 def training_cli(env: dict[str, str], *args: str, timeout: float = 600):
     """`python -m training ARGS` as an operator runs it, configured by `env` alone."""
     return subprocess.run(

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from benchmarks.harness.server import running_server
+from benchmarks.harness.server import running_server, wait_until
 from tests.factories import FILLER, TOY_LABELS, tiny_training_env, toy_samples, training_cli
 
 pytestmark = pytest.mark.integration
@@ -61,16 +61,6 @@ def worker_versions(client: httpx.Client) -> set[int]:
     return {w["label_set_version"] for w in workers if not w["stale"]}
 
 
-def wait_for(condition, timeout: float, what: str) -> float:
-    """Seconds until `condition()` held; fails after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - start
-        assert elapsed < timeout, f"{what} took over {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def predict(client: httpx.Client, texts: list[str]) -> list[dict]:
     response = client.post("/predict", json={"texts": texts})
     assert response.status_code == 200, response.text
@@ -114,7 +104,7 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
                 sample = {"text": f"{word} much", "label": NEW}
                 stored = client.post("/feedback", json={"samples": [sample]})
                 assert stored.status_code == 200, stored.text
-            wait_for(lambda: worker_versions(client) == {2}, FOLLOW_S, "both workers following")
+            wait_until(lambda: worker_versions(client) == {2}, timeout=FOLLOW_S)
             assert predicted(client, DESCRIPTION) == {NEW}  # zero-shot, from its description
             time.sleep(0.5)
         assert load.statuses and set(load.statuses) == {200}, "a request failed during the change"
@@ -140,10 +130,9 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
         assert done.returncode == 0, done.stderr
         adapter = client.get("/status").json()["active_adapter"]
         assert adapter != "base", client.get("/status").json()["last_training_run"]
-        wait_for(
+        wait_until(
             lambda: {w["adapter"] for w in client.get("/status").json()["workers"]} == {adapter},
-            FOLLOW_S + 2,
-            "both workers serving the new adapter",
+            timeout=FOLLOW_S + 2,
         )
         listed = {label["name"]: label for label in client.get("/labels").json()["labels"]}
         assert listed[NEW]["trained"] is True
@@ -160,7 +149,7 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
             [error] = refused.json()["detail"]
             assert error["loc"] == ["samples", 0, "label"] and error["type"] == "retired_label"
             assert "retired" in error["msg"]
-            wait_for(lambda: worker_versions(client) == {3}, FOLLOW_S, "both workers following")
+            wait_until(lambda: worker_versions(client) == {3}, timeout=FOLLOW_S)
             since = len(load.statuses)
             time.sleep(1.0)
         assert set(load.statuses) == {200}

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.harness.server import running_server, wait_until
-from tests.factories import TOY_LABELS
+from benchmarks.harness.server import wait_until
+from tests.factories import tiny_server
 from training.store import SQLiteFeedbackStore
 
 pytestmark = pytest.mark.integration
@@ -45,16 +45,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
-
-
-def serve(tmp_path, model_dir, **env: str):
-    return running_server(
-        tmp_path,
-        LIVETUNE_BASE_MODEL=str(model_dir),
-        LIVETUNE_LABELS=",".join(TOY_LABELS),
-        LIVETUNE_TRAINER="false",
-        **env,
-    )
 
 
 def predicted(server, headers=None) -> None:
@@ -113,7 +103,7 @@ class Page:
 
 
 def test_label_with_clicks_and_keys_and_see_it_stored(browser, tmp_path, tiny_model_dir):
-    with serve(tmp_path, tiny_model_dir) as server:
+    with tiny_server(tmp_path, tiny_model_dir) as server:
         predicted(server)
         page = Page(browser, server.base)
         try:
@@ -172,7 +162,7 @@ def test_the_page_asks_for_a_token_and_says_when_one_is_refused(browser, tmp_pat
         "LIVETUNE_TOKENS_FEEDBACK": FEEDBACK_TOKEN,
         "LIVETUNE_TOKENS_ADMIN": "admin-token-Ws5Hq0Lm2ZcB",
     }
-    with serve(tmp_path, tiny_model_dir, **tokens) as server:
+    with tiny_server(tmp_path, tiny_model_dir, **tokens) as server:
         predicted(server, {"authorization": f"Bearer {tokens['LIVETUNE_TOKENS_PREDICT']}"})
         page = Page(browser, server.base)
         message = page.page.locator("#message")

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from benchmarks.harness.server import running_server, wait_until
+from benchmarks.harness.server import wait_until
 from tests.conftest import TOY_WORDS
-from tests.factories import TOY_LABELS, publish_adapter
+from tests.factories import TOY_LABELS, publish_adapter, tiny_server
 from training.registry import LocalRegistry
 from training.store import PostgresStore, SQLiteFeedbackStore
 
@@ -24,11 +24,9 @@ TEXTS = [" ".join(words) for words in itertools.combinations(TOY_WORDS[:9], 3)]
 
 
 def serve(tmp_path, model_dir, **env: str):
-    return running_server(
+    return tiny_server(
         tmp_path,
-        LIVETUNE_BASE_MODEL=str(model_dir),
-        LIVETUNE_LABELS=",".join(TOY_LABELS),
-        LIVETUNE_TRAINER="false",
+        model_dir,
         LIVETUNE_ACCESS_LOG="false",
         LIVETUNE_REVIEW_STRATEGY="margin",
         LIVETUNE_REVIEW_RANDOM_SHARE="0",

@@ -99,12 +99,13 @@ def save_adapter(model: TextClassifier, label_names: Sequence[str], folder: Path
     save_file(tensors, folder / HEAD_FILE, metadata={"labels": json.dumps(list(label_names))})
 
 
-def read_head_rows(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The saved head as {label name: (weight row, bias)}."""
+def read_head_rows(folder: Path, hidden: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The saved head as {label name: (weight row, bias)}; AdapterMismatch unless it has
+    one row per label of width `hidden` (the encoder's)."""
     with safe_open(folder / HEAD_FILE, framework="pt") as saved:
         saved_labels = json.loads((saved.metadata() or {}).get("labels", "[]"))
         saved_weight, saved_bias = saved.get_tensor("weight"), saved.get_tensor("bias")
-    if saved_weight.shape[0] != len(saved_labels):
+    if saved_weight.shape[0] != len(saved_labels) or saved_weight.shape[1] != hidden:
         raise AdapterMismatch(f"{folder.name}: head shape {tuple(saved_weight.shape)} does not fit")
     return {name: (saved_weight[i], saved_bias[i]) for i, name in enumerate(saved_labels)}
 
@@ -118,11 +119,7 @@ def read_head(
     to the set after training still gets sensible predictions. Also returns how many
     labels were matched.
     """
-    rows = read_head_rows(folder)
-    if any(row.shape[0] != weight.shape[1] for row, _ in rows.values()):
-        raise AdapterMismatch(
-            f"{folder.name}: head rows: does not fit hidden size {weight.shape[1]}"
-        )
+    rows = read_head_rows(folder, weight.shape[1])
     weight, bias = weight.detach().clone(), bias.detach().clone()
     matched = 0
     for i, name in enumerate(label_names):

@@ -31,6 +31,18 @@ class Split:
         indices = list(indices)
         return Split([self.texts[i] for i in indices], [self.labels[i] for i in indices])
 
+    def per_label(self, count: int, labels: Iterable[str] | None = None, skip: int = 0) -> Split:
+        """Rows `skip`..`skip + count` of each label (of `labels` only, if given), in order."""
+        wanted = None if labels is None else set(labels)
+        seen: dict[str, int] = {}
+        keep = []
+        for i, label in enumerate(self.labels):
+            if wanted is None or label in wanted:
+                seen[label] = seen.get(label, 0) + 1
+                if skip < seen[label] <= skip + count:
+                    keep.append(i)
+        return self.take(keep)
+
     def shuffled(self, seed: int) -> Split:
         """The rows in a seeded random order, so that any prefix is a sample."""
         order = list(range(len(self.texts)))
@@ -110,3 +122,12 @@ class TextPool:
         out = [self.texts[(self.cursor + i) % len(self.texts)] for i in range(count)]
         self.cursor += count
         return out
+
+
+def add_data_arguments(parser) -> None:
+    """The options every benchmark on a train/test pair takes: where, and which columns."""
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train/test")
+    parser.add_argument("--train", type=Path, help="train CSV/TSV (default: DATA/train.*)")
+    parser.add_argument("--test", type=Path, help="test CSV/TSV (default: DATA/test.*)")
+    parser.add_argument("--text-column", help=f"default: the first of {', '.join(TEXT_COLUMNS)}")
+    parser.add_argument("--label-column", help=f"default: the first of {', '.join(LABEL_COLUMNS)}")

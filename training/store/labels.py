@@ -132,7 +132,10 @@ class LabelStore(abc.ABC):
 
     def label_set(self) -> LabelSet:
         """Every label, active and retired, in head order, with the set's version."""
-        return read_label_set(self._rows(SELECT_LABELS, ()), self.label_set_version())
+        # The version first: rows newer than it only cause one more read at the next poll,
+        # while rows older than it would be kept as that version until the next change.
+        version = self.label_set_version()
+        return read_label_set(self._rows(SELECT_LABELS, ()), version)
 
     def label_set_version(self) -> int:
         """The set's version: 0 before it is seeded, then +1 per change. One cheap read."""
@@ -156,12 +159,10 @@ class LabelStore(abc.ABC):
 
         def seed(writer: LabelWriter, current: LabelSet) -> None:
             names = {label.name for label in configured}
-            result["added"] = [
-                label.name for label in configured if current.get(label.name) is None
-            ]
-            for label in configured:
-                if current.get(label.name) is None:
-                    writer.insert(label, now)
+            new = [label for label in configured if current.get(label.name) is None]
+            for label in new:
+                writer.insert(label, now)
+            result["added"] = [label.name for label in new]
             stored = current.records
             result["kept"] = [r.name for r in stored if r.active and r.name not in names]
             result["retired"] = [r.name for r in stored if not r.active and r.name in names]
