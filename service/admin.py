@@ -14,6 +14,7 @@ import anyio.to_thread
 import bentoml
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -176,11 +177,24 @@ MOUNTED: dict[str, list[str]] = {}
 for declared in ROUTES:
     if declared.served_by == "mounted":
         MOUNTED.setdefault(declared.path, []).append(declared.method)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own 404 (no route) and 405 (a route, not this method) in our error
+    shape, not its plain text; a 405 keeps its Allow header."""
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = f"{request.method} {request.url.path!r}: {exc.detail.lower()}"
+    answer = error_response(exc.status_code, message, ["path"], kind)
+    answer.headers.update(exc.headers or {})
+    return answer
+
+
 routes = Starlette(
+    exception_handlers={HTTPException: http_error},
     routes=[
         Route(starlette_path(path), by_method(path, methods), methods=methods)
         for path, methods in MOUNTED.items()
     ]
     # The review page and its files, under an open prefix of the table.
-    + [Mount(review.UI_PREFIX, app=review.ui)]
+    + [Mount(review.UI_PREFIX, app=review.ui)],
 )

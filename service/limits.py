@@ -1,7 +1,9 @@
-"""Request gates BentoML lacks: a body size limit, JSON bodies only, and a loaded model."""
+"""Request gates BentoML lacks: a body size limit, JSON bodies only, a loaded model, and
+no control characters in a path."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import anyio
@@ -74,6 +76,24 @@ class JSONBodies:
                 reason = "the body must be JSON: send `content-type: application/json`"
                 loc = ["header", "content-type"]
                 return await send_error(send, 415, reason, loc, "unsupported_media_type")
+        await self.app(scope, receive, send)
+
+
+class PlainPaths:
+    """Pure ASGI middleware: a path holding a control character ("%0A") is a 404 in the
+    error shape. No route and no label name (training.labels.LABEL_NAME) holds one, and
+    Starlette's routing never reaches the handlers with one (its `path` convertor is
+    `.*`, which stops at a line break), so BentoML would answer its plain-text 404."""
+
+    CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.CONTROL.search(scope["path"]):
+            reason = f"no such path {scope['path']!r}: a path holds no control characters"
+            return await send_error(send, 404, reason, ["path"], "not_found")
         await self.app(scope, receive, send)
 
 

@@ -47,21 +47,21 @@ class Route:
     answer: Any = None  # the answer's type, for mounted routes (BentoML reads the APIs')
     body: Any = None  # the request body's type, for mounted routes that take one
     needs_model: bool = False  # 503 in our error shape until the model is loaded
-    # `path` as a pattern: a `{param}` matches one or more characters, "/" included, since
-    # a label name may hold one (Starlette's `{param:path}`).
+    # `path` as a pattern: a `{param}` matches one or more characters, "/" and line breaks
+    # included, since a label name may hold "/" and a client may send anything.
     pattern: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = re.split(r"\{\w+\}", self.path)
-        regex = ".+".join(re.escape(part) for part in parts)
-        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+        regex = r"[\s\S]+".join(re.escape(part) for part in parts)
+        object.__setattr__(self, "pattern", re.compile(regex))
 
     @property
     def templated(self) -> bool:
         return "{" in self.path
 
     def matches(self, path: str) -> bool:
-        return self.pattern.match(path) is not None
+        return self.pattern.fullmatch(path) is not None
 
 
 # fmt: off

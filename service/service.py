@@ -18,7 +18,7 @@ from service.batching import Batcher, Overloaded
 from service.errors import error_response, unavailable
 from service.feedback import resolve_samples
 from service.labels import LabelCache
-from service.limits import BodySizeLimit, JSONBodies, ModelGate
+from service.limits import BodySizeLimit, JSONBodies, ModelGate, PlainPaths
 from service.logs import use_bentoml_logging
 from service.openapi import OpenAPIDocs
 from service.prediction_log import PredictionLog
@@ -242,6 +242,7 @@ Livetune.add_asgi_middleware(BearerAuth, tokens=tokens, metrics_auth=settings.me
 Livetune.add_asgi_middleware(
     OpenAPIDocs, service=Livetune, secured=any(tokens.values()), metrics_auth=settings.metrics_auth
 )
+Livetune.add_asgi_middleware(PlainPaths)
 Livetune.add_asgi_middleware(JSONBodies)
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 Livetune.add_asgi_middleware(metrics.RefreshOnScrape, online_window=settings.online_accuracy_window)

@@ -157,6 +157,29 @@ def test_unknown_paths_are_closed_until_mapped(served):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("method", "path", "status", "kind"),
+    [
+        # A line break in a label name (schemathesis sent one): it used to match no
+        # route and get BentoML's plain-text 404.
+        ("POST", "/labels/a%0Ab/retire", 404, "not_found"),
+        ("PATCH", "/labels/a%0A", 404, "not_found"),
+        ("GET", "/status%00", 404, "not_found"),
+        # The retire route exists; DELETE on it does not.
+        ("DELETE", "/labels/a/retire", 405, "method_not_allowed"),
+    ],
+)
+def test_odd_paths_and_methods_answer_in_the_error_shape(served, method, path, status, kind):
+    answer = served.request(method, path, headers=bearer(ADMIN_TOKEN), json={})
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    [error] = answer.json()["detail"]
+    assert error["type"] == kind, error
+    if status == 405:
+        assert answer.headers["allow"] == "POST"
+
+
+@pytest.mark.integration
 def test_train_with_the_trainer_off_is_a_409_in_the_error_shape(served):
     answer = served.post("/train", headers=bearer(ADMIN_TOKEN))
     assert answer.status_code == 409
