@@ -12,7 +12,7 @@ and the test set goes through /predict. Plus the head-only baseline on the rando
 
 Usage, from the repository root:
     .venv/bin/python -m benchmarks.active --data ../shared/data/banking77 --offline
-    .venv/bin/python -m benchmarks.active --data ../shared/data/banking77 --strategy margin
+    .venv/bin/python -m benchmarks.active --data ../shared/data/banking77 --strategy coverage
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def parse_args(argv):
     parser.add_argument("--base-model", default="", help="LIVETUNE_BASE_MODEL (default embedded)")
     parser.add_argument("--per-class", default=",".join(map(str, PER_CLASS)))
     parser.add_argument("--offline", action="store_true", help="compare every ranking offline")
-    parser.add_argument("--strategy", default="margin", help="LIVETUNE_REVIEW_STRATEGY")
+    parser.add_argument("--rankings", default="", help="--offline: only these (comma-separated)")
+    parser.add_argument("--strategy", default="coverage", help="LIVETUNE_REVIEW_STRATEGY")
     parser.add_argument("--random-share", type=float, default=0.0)
     parser.add_argument(
         "--pace", type=int, default=0, help="queue arm: wait for the trainer every N labels"
@@ -208,8 +209,10 @@ def main(argv=None) -> dict:
     say(f"{name}: {n_labels} labels, checkpoints {points}, {args.batch} labels a /review call")
     if args.offline:
         template = CoreSettings.model_fields["label_template"].default
+        call = min(args.batch, n_labels, 100)  # one REST reviewer's /review call
+        rankings = args.rankings.split(",") if args.rankings else None
         curves = compare(train, test, [p for p in points if p], args.batch, args.base_model,
-                         template, args.seed)  # fmt: skip
+                         template, args.seed, call, rankings)  # fmt: skip
         results["offline"] = {k: {str(n): a for n, a in v.items()} for k, v in curves.items()}
         out = args.out or DOCS / f"active_{name}_offline.json"
         write_json(out, results)

@@ -4,7 +4,9 @@ review page (`/ui/review`, static files in service/ui/) that works through them.
 A call re-scores a bounded number of candidates with the adapter in service (those the
 queue would hand out next, plus a few at random) and hands out only what that adapter
 scored, so a queue scored under an older adapter catches up call by call instead of
-going stale; ranking is training/review.py.
+going stale; ranking is training/review.py. An embedding ranking (`coverage`) instead
+scores and embeds a random sample of candidates in one forward pass, and keeps its picks
+away from what this worker handed out lately.
 Mounted on the BentoML service by service/admin.py; reaches the worker's service through
 `bentoml.get_current_service()`.
 """
@@ -30,6 +32,7 @@ from service.errors import error_response, unavailable
 from service.schemas import LabelScore
 from service.settings import ServiceSettings
 from training import review
+from training.registry import BASE
 from training.store import StoreUnavailable
 from training.store.review import ReviewStore, open_review_store
 
@@ -86,6 +89,7 @@ class ReviewQueue:
         self.random_share = settings.review_random_share
         self.online_window = settings.online_accuracy_window
         self.rng = random.Random()
+        self.recent = review.Recent(review.RECENT)
 
     def next_items(self, service, query: ReviewQuery) -> ReviewOut | JSONResponse:
         """Rank, re-score, lease: the answer of one GET /review."""
@@ -99,16 +103,20 @@ class ReviewQueue:
         candidates = self.store.candidates(pool=self.pool, label_count=len(labels))
         if query.label is not None:  # by the best label known before re-scoring, then after
             candidates = [c for c in candidates if c.label == query.label]
-        candidates, adapter = self._rescore(serving, candidates)
-        if query.label is not None:
-            candidates = [c for c in candidates if c.label == query.label]
-        # Only what the adapter in service scored is handed out; the rest waits its turn.
-        scored = [c for c in candidates if c.adapter == adapter] if self.rescore else candidates
-        picks = review.select(
-            scored, query.limit * OVERSELECT, self.strategy, self.random_share, self.rng
-        )
+        count = query.limit * OVERSELECT
+        if self.strategy in review.EMBEDDED:
+            picks, adapter, vectors = self._by_embeddings(serving, candidates, count, query.label)
+        else:
+            candidates, adapter = self._rescore(serving, candidates)
+            if query.label is not None:
+                candidates = [c for c in candidates if c.label == query.label]
+            # Only what the adapter in service scored is handed out; the rest waits its turn.
+            scored = [c for c in candidates if c.adapter == adapter] if self.rescore else candidates
+            picks = review.select(scored, count, self.strategy, self.random_share, self.rng)
         reviewer = query.source or f"anonymous-{uuid.uuid4().hex[:12]}"
         items = self.store.lease(picks, query.limit, reviewer, self.lease_s)
+        if self.strategy in review.EMBEDDED:
+            self.recent.add([c.text for c in items], adapter, [vectors[c.text_key] for c in items])
         metrics.record_review_served(len(items))
         agreed, total = service.store.agreement(self.online_window)
         return ReviewOut(
@@ -141,6 +149,34 @@ class ReviewQueue:
         }
         self.store.save_scores(list(fresh.values()))
         return [fresh.get(c.text_key, c) for c in candidates], adapter
+
+    def _by_embeddings(self, serving, candidates, count: int, wanted: str | None):
+        """(picks, adapter, {text_key: embedding}) of an EMBEDDED strategy: a random sample
+        of at most `rescore` candidates scored and embedded in one forward pass, plus at
+        most RECENT handed-out texts re-embedded after a swap: the bound on a call's work."""
+        sample = review.to_embed(candidates, self.rescore, self.rng)
+        if not sample:
+            return [], serving.version, {}
+        with serving.lock:  # one adapter embeds and scores every text
+            adapter = serving.version
+            labels = [label.name for label in serving.predictor.labels]
+            vectors, probabilities = serving.predictor.embeddings_and_probabilities(
+                [c.text for c in sample]
+            )
+            recent = self.recent.vectors(adapter, serving.predictor.embeddings)
+            top_k = serving.predictor.top_k
+        fresh = [
+            review.rescored(c, adapter, review.scores_of(p, labels, top_k))
+            for c, p in zip(sample, probabilities.tolist())
+        ]
+        self.store.save_scores(fresh)
+        keep = [i for i, c in enumerate(fresh) if wanted is None or c.label == wanted]
+        vectors = vectors.numpy()[keep]
+        fresh = [fresh[i] for i in keep]
+        picks = review.select(fresh, count, self.strategy, self.random_share, self.rng,
+                              vectors=vectors, labeled=recent,
+                              uncertainty=adapter != BASE)  # fmt: skip
+        return picks, adapter, {c.text_key: v for c, v in zip(fresh, vectors)}
 
 
 def encode_item(candidate: review.Candidate) -> ReviewItem:

@@ -121,14 +121,16 @@ class ServiceSettings(CoreSettings):
         le=1_000_000,
         description="Recent corrections behind the livetune_online_accuracy metric.",
     )
-    review_strategy: Literal["margin", "entropy", "diverse"] = Field(
-        "diverse",
+    review_strategy: Literal["margin", "entropy", "diverse", "coverage"] = Field(
+        "coverage",
         description="How GET /review ranks: smallest margin between the two most probable"
-        " labels first, highest entropy first, or margin taken in turns across the predicted"
-        " labels (docs/benchmarks.md#active-learning compares them).",
+        " labels first, highest entropy first, margin taken in turns across the predicted"
+        " labels, or typical texts spread out in embedding space, times 1 - margin once an"
+        " adapter serves (coverage: a call embeds LIVETUNE_REVIEW_RESCORE candidates at"
+        " random; docs/benchmarks.md#active-learning compares them).",
     )
     review_random_share: float = Field(
-        0.2, ge=0, le=1, description="Share of each GET /review batch picked at random."
+        0.0, ge=0, le=1, description="Share of each GET /review batch picked at random."
     )
     review_lease_s: float = Field(
         300.0,
@@ -163,6 +165,15 @@ class ServiceSettings(CoreSettings):
             raise ValueError(
                 f"{ENV_PREFIX}METRICS_AUTH=true needs tokens: set {ENV_PREFIX}TOKENS_PREDICT, "
                 f"{ENV_PREFIX}TOKENS_FEEDBACK or {ENV_PREFIX}TOKENS_ADMIN"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _coverage_needs_a_sample(self) -> ServiceSettings:
+        if self.review_strategy == "coverage" and self.review_rescore < 1:
+            raise ValueError(
+                f"{ENV_PREFIX}REVIEW_STRATEGY=coverage ranks the candidates a call embeds:"
+                f" set {ENV_PREFIX}REVIEW_RESCORE to 1 or more (256 by default)"
             )
         return self
 

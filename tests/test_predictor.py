@@ -41,6 +41,12 @@ def test_batch_answers_equal_one_by_one_answers(predictor):
     assert torch.allclose(together, alone, atol=1e-5)
 
 
+def test_embeddings_and_probabilities_in_one_pass_equal_each_alone(predictor):
+    vectors, probs = predictor.embeddings_and_probabilities(TEXTS)
+    assert torch.allclose(vectors, predictor.embeddings(TEXTS), atol=1e-5)
+    assert torch.allclose(probs, predictor.probabilities(TEXTS), atol=1e-5)
+
+
 def test_predict_returns_top_k_sorted(predictor):
     [prediction] = predictor.predict(["my card is lost"])
     assert len(prediction.top) == 2

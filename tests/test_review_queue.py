@@ -24,14 +24,8 @@ TEXTS = [" ".join(words) for words in itertools.combinations(TOY_WORDS[:9], 3)]
 
 
 def serve(tmp_path, model_dir, **env: str):
-    return tiny_server(
-        tmp_path,
-        model_dir,
-        LIVETUNE_ACCESS_LOG="false",
-        LIVETUNE_REVIEW_STRATEGY="margin",
-        LIVETUNE_REVIEW_RANDOM_SHARE="0",
-        **env,
-    )
+    defaults = {"LIVETUNE_REVIEW_STRATEGY": "margin", "LIVETUNE_REVIEW_RANDOM_SHARE": "0"}
+    return tiny_server(tmp_path, model_dir, LIVETUNE_ACCESS_LOG="false", **{**defaults, **env})
 
 
 def predict(server, texts: list[str], store=None) -> list[dict]:
@@ -173,6 +167,24 @@ def test_the_queue_is_ranked_under_the_adapter_in_service(tmp_path, tiny_model_d
         assert [i["prediction_id"] for i in handed] == sorted(
             now, key=lambda p: margin({"top": now[p]})
         )
+
+
+def test_coverage_ranks_a_bounded_sample_under_the_adapter_in_service(tmp_path, tiny_model_dir):
+    env = {"LIVETUNE_REVIEW_STRATEGY": "coverage", "LIVETUNE_REVIEW_RESCORE": "6"}
+    with serve(tmp_path, tiny_model_dir, **env) as server:
+        answers = predict(server, TEXTS[:12])
+        first = items(server, limit=5, source="ann")
+        assert len(first) == 5 and {i["adapter"] for i in first} == {"base"}
+        second = items(server, limit=5, source="bob")  # a sample of 6 of the 7 still open
+        assert second and {i["text"] for i in first}.isdisjoint(i["text"] for i in second)
+        version = publish_adapter(LocalRegistry(server.data_dir / "adapters"), tiny_model_dir, 7)
+        response = httpx.post(f"{server.base}/adapters/activate", json={"version": version})
+        assert response.status_code == 200, response.text
+        wait_until(lambda: serving(server) == {version}, timeout=60)
+        third = items(server, limit=5, source="cid")  # after a swap: re-scored, re-embedded
+        assert third and {i["adapter"] for i in third} == {version}
+        handed = [i["prediction_id"] for i in first + second + third]
+        assert len(set(handed)) == len(handed) <= len(answers)
 
 
 def test_on_postgresql_and_through_an_outage(tmp_path, tiny_model_dir, postgres_server):

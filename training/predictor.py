@@ -104,6 +104,18 @@ class Predictor:
         """Unit-length sentence embeddings: (len(texts), hidden), float32 on the CPU."""
         return self._run(texts, lambda ids, mask: self.model.embed(ids, mask).float())
 
+    @torch.inference_mode()
+    def embeddings_and_probabilities(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """`embeddings` and `probabilities` from one forward pass."""
+
+        def forward(ids, mask):
+            vectors = self.model.embed(ids, mask)
+            return torch.cat([vectors.float(), self.model.head(vectors).float().softmax(-1)], -1)
+
+        both = self._run(texts, forward)
+        labels = len(self.labels)
+        return both[:, :-labels], both[:, -labels:]
+
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Best label, its probability, and the top-k alternatives for each text."""
         if not texts:
