@@ -3,13 +3,13 @@ no control characters in a path."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import anyio
 
 from service.errors import send_error
 from service.routes import route_path
+from training.labels import CONTROL
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 # BentoML parses these as forms; a malformed multipart body then surfaces as a 500.
@@ -85,13 +85,11 @@ class PlainPaths:
     Starlette's routing never reaches the handlers with one (its `path` convertor is
     `.*`, which stops at a line break), so BentoML would answer its plain-text 404."""
 
-    CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.CONTROL.search(scope["path"]):
+        if scope["type"] == "http" and CONTROL.search(scope["path"]):
             reason = f"no such path {scope['path']!r}: a path holds no control characters"
             return await send_error(send, 404, reason, ["path"], "not_found")
         await self.app(scope, receive, send)
