@@ -82,6 +82,18 @@ def test_cuda_without_gpu_is_refused(monkeypatch):
         load_settings(ServiceSettings)
 
 
+def test_coverage_ranking_needs_candidates_to_embed(monkeypatch):
+    monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
+    monkeypatch.setenv("LIVETUNE_REVIEW_RESCORE", "0")
+    # coverage is the default ranking, and it ranks only what a call embeds
+    with pytest.raises(SettingsError, match="LIVETUNE_REVIEW_RESCORE to 1 or more"):
+        load_settings(ServiceSettings)
+    # margin can rank on the scores stored at serving time, so no re-scoring is allowed
+    monkeypatch.setenv("LIVETUNE_REVIEW_STRATEGY", "margin")
+    settings = load_settings(ServiceSettings)
+    assert (settings.review_strategy, settings.review_rescore) == ("margin", 0)
+
+
 def test_local_base_model_folder_is_accepted(monkeypatch, tiny_model_dir):
     monkeypatch.setenv("LIVETUNE_LABELS", "a,b")
     monkeypatch.setenv("LIVETUNE_BASE_MODEL", str(tiny_model_dir))

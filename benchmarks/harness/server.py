@@ -52,10 +52,10 @@ def own_env(**env: str) -> dict[str, str]:
 
 
 def start_server(
-    tmp_path: Path, port: int | None = None, **env: str
+    tmp_path: Path, port: int | None = None, target: str = "service.service:Livetune", **env: str
 ) -> tuple[subprocess.Popen, str]:
-    """`bentoml serve` on loopback with its data in `tmp_path`/data; inherited LIVETUNE_*
-    variables are dropped so only `env` configures it."""
+    """`bentoml serve target` on loopback with its data in `tmp_path`/data; inherited
+    LIVETUNE_* variables are dropped so only `env` configures it."""
     port = port or free_port()
     environment = own_env(
         BENTOML_DO_NOT_TRACK="true",
@@ -65,7 +65,7 @@ def start_server(
         BENTOML_HOME=str(tmp_path / f"bentoml-{port}"),
         **env,
     )
-    command = [BENTOML, "serve", "service.service:Livetune", "--host", "127.0.0.1"]
+    command = [BENTOML, "serve", target, "--host", "127.0.0.1"]
     tmp_path.mkdir(parents=True, exist_ok=True)
     with open(log_path(tmp_path, port), "wb") as log:  # the child keeps its own copy
         process = subprocess.Popen(
