@@ -24,7 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness.client import drive, one_text_each
+from benchmarks.harness.client import add_load_arguments, drive, one_text_each
 from benchmarks.harness.data import DEFAULT_DATA, TextPool, labels_file, load_split
 from benchmarks.harness.report import ratio, say, table
 from benchmarks.harness.server import start_server, stop_server, wait_for
@@ -54,10 +54,7 @@ def served_rate(tmp: Path, env: dict, pool: TextPool, args) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--clients", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--rounds", type=int, default=2)
+    add_load_arguments(parser, seconds=20, rounds=2)
     args = parser.parse_args()
     pool = TextPool(load_split(args.data, "test").texts)
     labels = {"LIVETUNE_LABELS_FILE": str(labels_file(args.data))}

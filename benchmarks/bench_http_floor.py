@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from benchmarks.harness.client import drive, one_text_each
+from benchmarks.harness.client import add_load_arguments, drive, one_text_each
 from benchmarks.harness.data import DEFAULT_DATA, TextPool, labels_file, load_split, read_labels
 from benchmarks.harness.report import say, table
 from benchmarks.harness.server import running_server, start_server, stop_server, wait_for
@@ -131,10 +131,7 @@ def cpu(figures: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--clients", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_load_arguments(parser, seconds=8, rounds=3)
     args = parser.parse_args()
     pool = TextPool(load_split(args.data, "test").texts)
 

@@ -181,3 +181,12 @@ def post_all(base_url: str, path: str, payloads: list[object], clients: int = 1)
         if answer.status != 200:
             raise RuntimeError(f"POST {path} answered {answer.status}: {answer.body[:300]!r}")
     return [json.loads(answer.body) for _, answer in sorted(answers.items())]
+
+
+def add_load_arguments(parser, seconds: float, rounds: int) -> None:
+    """The options of a peak-load benchmark: the server's workers, the one-text clients,
+    and how long and how often each configuration is driven."""
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--rounds", type=int, default=rounds)
