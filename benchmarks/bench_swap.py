@@ -5,8 +5,9 @@ off), publishes two adapters, and drives closed-loop clients sending one text pe
 request. Steady and swapping phases alternate (drift on a shared machine hits both);
 during a swapping phase CURRENT flips between the two adapters every second, the way
 a promotion does it (--via registry, the default) or through POST /adapters/activate
-(--via http). Prints p50/p99 of both and the ratio (target: p99 with swaps <= 1.5x
-steady, zero errors).
+(--via http). By default each swap also merges the adapter into the weights
+(`--unmerged` serves with LoRA per forward instead). Prints p50/p99 of both and the
+ratio (target: p99 with swaps <= 1.5x steady, zero errors).
 
 Usage, from the repository root:
     .venv/bin/python -m benchmarks.bench_swap [--phase-s 20 --rounds 3 --clients 4]
@@ -108,6 +109,7 @@ def measure(base: str, versions: list[str], registry: LocalRegistry, args) -> di
         "failed_swaps": sum(w["failed_swaps"] for w in status["workers"]),
         "clients": args.clients,
         "via": args.via,
+        "merged": not args.unmerged,
     }
     results["p99_ratio"] = round(results["swapping"]["p99_ms"] / results["steady"]["p99_ms"], 2)
     return results
@@ -147,13 +149,22 @@ def main(argv=None) -> None:
         default="registry",
         help="flip CURRENT as a promotion does (registry) or through POST /adapters/activate",
     )
+    parser.add_argument(
+        "--unmerged",
+        action="store_true",
+        help="serve with LIVETUNE_MERGE_ADAPTER=false (LoRA run per forward, no merge per swap)",
+    )
     args = parser.parse_args(argv)
     labels = [label.name for label in load_labels(LABELS_FILE)]
     with tempfile.TemporaryDirectory() as tmp:
         registry = LocalRegistry(Path(tmp) / "data" / "adapters")
         model = embedded_model_path()
         versions = [publish_adapter(registry, model, seed=s, labels=labels) for s in (1, 2)]
-        env = {"LIVETUNE_LABELS_FILE": str(LABELS_FILE), "LIVETUNE_TRAINER": "false"}
+        env = {
+            "LIVETUNE_LABELS_FILE": str(LABELS_FILE),
+            "LIVETUNE_TRAINER": "false",
+            "LIVETUNE_MERGE_ADAPTER": str(not args.unmerged).lower(),
+        }
         with running_server(Path(tmp), **env) as server:
             results = measure(server.base, versions, registry, args)
     write_json(args.out, results)

@@ -122,6 +122,7 @@ class Livetune:
                 base_fingerprint=fingerprint(predictor.model.encoder),
                 base_id=self.base_model_id,
                 template=settings.label_template,
+                merge=settings.merge_adapter,
             )
             # Follow CURRENT before declaring ready, so the first answer already uses it.
             Watcher(serving, self.store, self.label_cache, SWAP_POLL_S).start()

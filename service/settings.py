@@ -57,6 +57,13 @@ class ServiceSettings(CoreSettings):
         le=4_096,
         description="Rows per forward pass; 0 = 16 on CPU (faster per text there), 64 on CUDA.",
     )
+    merge_adapter: bool = Field(
+        True,
+        description=(
+            "Merge the served LoRA adapter into a copy of the weights it targets at each swap"
+            " (service/merged.py): no LoRA matmuls per forward; false runs LoRA per forward."
+        ),
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; cuda without a GPU is refused at start."
     )

@@ -6,6 +6,9 @@ into the inactive one of two peft adapter slots off the request path, then switc
 same lock every batch holds, so a batch is served entirely by one version and reports
 it. The previous version's slot is reused for the next one, so memory stays flat. A
 version that fails to load is remembered, reported, and the current one keeps serving.
+By default the adapter is also merged into a copy of the targeted weights off the
+request path (service/merged.py), and the switch swaps those weights in instead of
+turning LoRA on.
 
 The head is assembled by label name: for each active label, the adapter's trained row,
 or else its zero-shot row (the embedding of its description or name, by the base
@@ -17,6 +20,7 @@ peft's `hotswap_adapter` is not used: it fails on adapters saved with a head.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from service import metrics
+from service.merged import MergedWeights
 from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head_rows
 from training.labels import Label
 from training.predictor import Prediction, Predictor
@@ -71,8 +76,10 @@ class ServingModel:
         base_fingerprint: str,
         base_id: str,
         template: str,
+        merge: bool = True,
     ):
         self.predictor = predictor
+        self.merged = MergedWeights() if merge else None  # None: LoRA runs per forward
         self.label_set = label_set
         self.registry = registry
         self.base_fingerprint = base_fingerprint
@@ -134,23 +141,35 @@ class ServingModel:
         ]
         if not missing:
             return
-        from peft import PeftModel
-
-        encoder = self.predictor.model.encoder
-        adapted = isinstance(encoder, PeftModel) and self.state.adapter != BASE
-        if adapted:
-            encoder.base_model.disable_adapter_layers()
-        try:
-            prompts = [label.prompt(self.template) for label in missing]
+        prompts = [label.prompt(self.template) for label in missing]
+        with self._base_encoder():
             rows = (
                 F.normalize(self.predictor.embeddings(prompts), dim=-1)
                 * self.predictor.model.head.scale
             )
-        finally:
-            if adapted:
-                encoder.base_model.enable_adapter_layers()
         for label, prompt, row in zip(missing, prompts, rows):
             self.zero_shot[label.name, prompt] = (row, torch.zeros(()))
+
+    @contextlib.contextmanager
+    def _base_encoder(self):
+        """The base encoder for the duration, whatever adapter is served; call under the lock."""
+        from peft import PeftModel
+
+        encoder = self.predictor.model.encoder
+        if not isinstance(encoder, PeftModel) or self.state.adapter == BASE:
+            yield
+        elif self.merged is not None:
+            served = self.merged.load_base(encoder)
+            try:
+                yield
+            finally:
+                self.merged.load(encoder, served)
+        else:
+            encoder.base_model.disable_adapter_layers()
+            try:
+                yield
+            finally:
+                encoder.base_model.enable_adapter_layers()
 
     def _set_head(self, labels: Sequence[Label], trained: dict[str, Row]) -> None:
         """Head rows for `labels`: trained where the adapter has the label, else zero-shot."""
@@ -200,13 +219,21 @@ class ServingModel:
                 model.encoder = PeftModel.from_pretrained(
                     model.encoder, folder, adapter_name=SLOTS[0]
                 ).eval()
-                self._activate(version, rows, trained, SLOTS[0])
-            return
-        spare = SLOTS[1] if self.active_slot == SLOTS[0] else SLOTS[0]
-        self._fill(model.encoder, spare, folder)  # inactive: batches are unaffected
+                if self.merged is None:
+                    self._activate(version, rows, trained, SLOTS[0])
+                    return
+                model.encoder.base_model.disable_adapter_layers()  # the base until merged
+            spare = SLOTS[0]
+        else:
+            spare = SLOTS[1] if self.active_slot == SLOTS[0] else SLOTS[0]
+            self._fill(model.encoder, spare, folder)  # inactive: batches are unaffected
+        merged = self.merged.merge(model.encoder, spare) if self.merged is not None else None
         with self.lock:
-            model.encoder.base_model.enable_adapter_layers()
-            model.encoder.set_adapter(spare)
+            if merged is None:
+                model.encoder.base_model.enable_adapter_layers()
+                model.encoder.set_adapter(spare)
+            else:
+                self.merged.load(model.encoder, merged)
             self._activate(version, rows, trained, spare)
 
     def _fill(self, peft_model, slot: str, path: Path) -> None:
@@ -239,7 +266,9 @@ class ServingModel:
 
         model = self.predictor.model
         with self.lock:
-            if isinstance(model.encoder, PeftModel):
+            if isinstance(model.encoder, PeftModel) and self.merged is not None:
+                self.merged.load_base(model.encoder)
+            elif isinstance(model.encoder, PeftModel):
                 model.encoder.base_model.disable_adapter_layers()
             self._activate(BASE, {}, frozenset())
 

@@ -81,14 +81,16 @@ def zero_shot(model_dir, labels: Sequence[str] = TOY_LABELS) -> Predictor:
     return adapters.zero_shot(model_dir, labels)
 
 
-def serving_model(predictor: Predictor, registry, base_id: str):
+def serving_model(predictor: Predictor, registry, base_id: str, merge: bool = True):
     """A service.swap.ServingModel on `predictor`, before it reaches the store's label set."""
     from service.swap import ServingModel
     from training.adapters import fingerprint
     from training.store.labels import LabelSet
 
     base = fingerprint(predictor.model.encoder)
-    return ServingModel(predictor, LabelSet(0), registry, base, base_id, template="{name}")
+    return ServingModel(
+        predictor, LabelSet(0), registry, base, base_id, template="{name}", merge=merge
+    )
 
 
 def publish_adapter(

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from peft.tuners.lora import LoraLayer
 
 from service.labels import LabelCache
 from service.swap import ServingModel
@@ -40,11 +41,13 @@ def reference(model_dir, registry: LocalRegistry, version: str) -> torch.Tensor:
     return predictor.probabilities(TEXTS)
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_model_dir):
+@pytest.fixture(params=[True, False], ids=["merged", "lora-per-forward"])
+def setup(request, tmp_path, tiny_model_dir):
+    """Every swap test runs with the adapter merged into the weights (the default) and with
+    LoRA run per forward (LIVETUNE_MERGE_ADAPTER=false)."""
     registry = LocalRegistry(tmp_path / "adapters")
     predictor = zero_shot(tiny_model_dir)
-    return serving_model(predictor, registry, str(tiny_model_dir)), registry
+    return serving_model(predictor, registry, str(tiny_model_dir), merge=request.param), registry
 
 
 def scores(serving: ServingModel) -> tuple[torch.Tensor, str]:
@@ -68,6 +71,35 @@ def test_serving_follows_current_and_answers_like_the_adapter_itself(setup, tiny
     assert torch.allclose(got, base_scores, atol=1e-6)
     assert serving.state.swaps == 4 and serving.state.failed_swaps == 0
     assert len(serving.predictor.model.encoder.peft_config) == 2  # two slots, reused
+
+
+def test_a_merged_adapter_leaves_the_base_weights_untouched(tmp_path, tiny_model_dir):
+    """Merging writes new tensors only: the base weights come back bit for bit, and
+    filling the spare slot changes nothing served (its LoRA never runs)."""
+    registry = LocalRegistry(tmp_path / "adapters")
+    serving = serving_model(zero_shot(tiny_model_dir), registry, str(tiny_model_dir))
+    encoder = serving.predictor.model.encoder
+    pristine = {name: tensor.clone() for name, tensor in encoder.state_dict().items()}
+    first, second = (publish_adapter(registry, tiny_model_dir, seed=s) for s in (11, 12))
+    assert serving.follow(first)
+    served, _ = scores(serving)
+    # The adapter's answers, with no LoRA layer running: its delta is in the weights.
+    assert torch.allclose(served, reference(tiny_model_dir, registry, first), atol=1e-5)
+    layers = [m for m in serving.predictor.model.encoder.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(layer.disable_adapters for layer in layers)
+    serving._fill(serving.predictor.model.encoder, "slot-b", registry.materialize(second))
+    assert torch.equal(scores(serving)[0], served)
+    assert serving.follow(second) and serving.follow(None)
+    base = serving.merged.base
+    assert base and all(torch.equal(tensor, pristine[_state_key(name)])
+                        for name, tensor in base.items())  # fmt: skip
+    changed = serving.merged.merge(serving.predictor.model.encoder, "slot-a")
+    assert any(not torch.equal(changed[name], base[name]) for name in base)
+
+
+def _state_key(layer: str) -> str:
+    """The plain encoder's state_dict key of a LoRA-wrapped layer's weight."""
+    return layer.removeprefix("base_model.model.") + ".weight"
 
 
 def test_adapters_of_different_shapes_swap_correctly(setup, tiny_model_dir):
