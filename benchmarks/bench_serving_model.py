@@ -1,12 +1,12 @@
 """Serving-side model speed on the CPU: LoRA merged into the base weights, and int8
-dynamic quantisation of the encoder's linear layers, against the model as served now.
+dynamic quantisation of the encoder's linear layers, against LoRA run per forward.
 
 One run, in-process, on the embedded all-MiniLM-L6-v2 with a real adapter trained here
 (`--per-class` Banking77 corrections a label, the trainer's defaults):
 
-1. as served: base weights + LoRA applied per forward, `precision` auto (bf16 autocast
-   where the CPU has it), batches of `--batch` texts in 16-row forwards, as a worker runs
-   them;
+1. LoRA per forward (LIVETUNE_MERGE_ADAPTER=false): base weights + LoRA applied per
+   forward, `precision` auto (bf16 autocast where the CPU has it), batches of `--batch`
+   texts in 16-row forwards, as a worker runs them;
 2. merged, as a worker serves it by default (LIVETUNE_MERGE_ADAPTER, service/merged.py):
    the same adapter merged into new weight tensors (W + B A x scale), its LoRA layers
    off, no LoRA matmuls per forward; also the time a swap spends merging, off the lock;
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     fp32.dtype = None
     merged, merge_s = merged_copy(served)
     quantised = int8_copy(served)
-    variants = {"as served": served, "merged": merged, "merged + int8": quantised}
+    variants = {"LoRA per forward": served, "merged": merged, "merged + int8": quantised}
     names = [label.name for label in served.labels]
     test = load_split(args.data, "test", names)
     pool = TextPool(test.texts)
@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
             "top1_agreement_fp32": round(agree, 4),
             "accuracy": round(accuracy, 4),
         }
-        rows.append((name, f"{rates[name]:.0f}", f"{rates[name] / rates['as served']:.2f}x",
+        rows.append((name, f"{rates[name]:.0f}", f"{rates[name] / rates['LoRA per forward']:.2f}x",
                      f"{agree:.2%}", f"{accuracy:.1%}"))  # fmt: skip
     figures = {
         "training": training,
@@ -146,9 +146,8 @@ def main(argv=None) -> dict:
         "cpu": cpu.figures,
     }
     write_json(args.out, figures)
-    print(
-        table(("variant", "texts/s", "vs as served", "top-1 agreement with fp32", "accuracy"), rows)
-    )
+    columns = ("variant", "texts/s", "vs LoRA per forward", "top-1 agreement with fp32", "accuracy")
+    print(table(columns, rows))
     merge_ms = figures["merge_ms"]
     print(f"\nmerging the LoRA into the weights: {merge_ms} ms (a swap pays it, off the lock)")
     print(f"CPU shares meanwhile: {figures['cpu']}")
