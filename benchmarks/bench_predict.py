@@ -13,7 +13,9 @@ One run prints every figure next to its baseline:
    worker count in --workers (default: 1, then one per core);
 3. the naive baseline: one forward per request, no batching (batch size 1 in 1.);
 4. ratios: the best service figure / raw best (target >= 0.9) and / naive (target >= 3),
-   and / the best as-served figure (no target: it shows what the HTTP path costs);
+   and / the best as-served figure (what the HTTP path costs; target >= 0.7), the last
+   also as the median of paired slices: the service at its best concurrency and the
+   predictor in-process at its best as-served batch, in turns on the same machine;
 5. zero-shot accuracy on the Banking77 test set through POST /predict, next to
    cosine similarity to the bare label names (template "{name}", in-process);
 6. everything to a JSON file (--out) and a markdown table on stdout for docs/benchmarks.md.
@@ -24,7 +26,8 @@ by their median; concurrency levels run as a ramp (the batcher has memory, see
 measure_http), each as a few slices summarised by their median. Every phase records
 how much CPU other processes took meanwhile (`others_cpu_share`, 1.0 = every core)
 so a bad figure can be told from a noisy one. The in-process work is done and its
-model freed before the server starts, so the two never compete; the HTTP load
+model freed before the server starts, so the two never compete (the paired slices load
+a second copy and run it only while the server idles); the HTTP load
 generator (benchmarks/harness/client.py) does share the cores with the server, and
 its share is recorded too. The server runs on the LIVETUNE_* defaults (inherited
 LIVETUNE_* variables are dropped) but for WORKERS, with the Banking77 labels and a
@@ -67,6 +70,7 @@ from benchmarks.harness.stats import CpuMeter, percentile, rounded
 from benchmarks.predict_report import agreement, markdown, results
 from benchmarks.predict_sweeps import (
     SERVICE_BATCH,
+    at_batch,
     bare_name_labels,
     build_predictor,
     compare_precisions,
@@ -204,14 +208,41 @@ async def measure_http(base: str, data: Dataset, levels: list[int], profile: Pro
     return {"by_concurrency": by_level, "best": best, "first_level_after_load": again}
 
 
+async def measure_paired(base: str, data: Dataset, profile: Profile, batch: int, clients: int):
+    """The service at `clients` and the predictor in-process as served at `batch`, slice
+    for slice in turns, each idle while the other runs.
+
+    The machine's speed drifts by up to a third between runs here (the as-served figure
+    has read 342-606 texts/s), so a ratio of figures taken minutes apart is mostly that
+    drift; each pair here sees the same machine, and the median pair is the figure.
+    """
+    predictor = build_predictor(data.labels, DEFAULT_TEMPLATE, "auto")
+    rows = forward_rows(predictor.device, 0)
+    in_process = at_batch(predictor, TextPool(data.test.texts), batch, profile.raw_slice_s, rows)
+    bodies = one_text_each(TextPool(data.test.texts, start=len(data.test.texts) // 2))
+    await drive(base, "/predict", bodies, clients, 1.0)
+    pairs = []
+    for _ in range(profile.raw_rounds):
+        model = in_process(None)
+        load = await drive(base, "/predict", bodies, clients, profile.http_slice_s)
+        service = load.rate(one_prediction)
+        pairs.append({"service": round(service, 1), "in_process": round(model, 1)})
+    ratio = statistics.median(pair["service"] / pair["in_process"] for pair in pairs)
+    say(f"  paired slices, {clients} clients vs in-process batch {batch}: median ratio {ratio:.3f}")
+    return {"clients": clients, "batch": batch, "pairs": pairs, "median_ratio": round(ratio, 3)}
+
+
 def service_labels(base: str, texts: list[str]) -> list[str]:
     """Top-1 labels from POST /predict, SERVICE_BATCH texts per request."""
     bodies = [{"texts": texts[i : i + SERVICE_BATCH]} for i in range(0, len(texts), SERVICE_BATCH)]
     return [item["label"] for answer in post_all(base, "/predict", bodies) for item in answer]
 
 
-def measure_service(data: Dataset, data_dir: Path, levels, profile: Profile, workers: int) -> dict:
-    """Phase 2 against a real `bentoml serve` with `workers` API workers, torn down after.
+def measure_service(
+    data: Dataset, data_dir: Path, levels, profile: Profile, workers: int, paired_batch: int
+) -> dict:
+    """Phase 2 against a real `bentoml serve` with `workers` API workers, torn down after,
+    ending with paired slices against the predictor in-process at `paired_batch`.
 
     Phase 5 (accuracy through /predict) runs on every server but is reported for the
     first only: the workers serve the same model.
@@ -224,6 +255,8 @@ def measure_service(data: Dataset, data_dir: Path, levels, profile: Profile, wor
             ready_s = time.perf_counter() - started
             say(f"  every worker ready after {ready_s:.1f}s at {server.base}")
             http = asyncio.run(measure_http(server.base, data, levels, profile, server.process))
+            clients = http["best"]["concurrency"]
+            paired = asyncio.run(measure_paired(server.base, data, profile, paired_batch, clients))
             labels = service_labels(server.base, accuracy_set(data, profile)[0])
     return {
         "workers": workers,
@@ -231,6 +264,7 @@ def measure_service(data: Dataset, data_dir: Path, levels, profile: Profile, wor
         "ready_s": round(ready_s, 1),
         "settings": f"LIVETUNE_* defaults but WORKERS={workers}, {LABELS_SETTING}",
         **http,
+        "paired": paired,
         "labels": labels,
     }
 
@@ -304,7 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     data = load_dataset(args.data)
     in_process = measure_in_process(data, args.batch_sizes, profile)
-    runs = [measure_service(data, args.data, args.concurrency, profile, w) for w in args.workers]
+    paired_batch = in_process["as_served"]["best_batch_size"]
+    runs = [
+        measure_service(data, args.data, args.concurrency, profile, w, paired_batch)
+        for w in args.workers
+    ]
     gold = accuracy_set(data, profile)[1]
     figures = results(meta(args, data), in_process, runs, gold, len(data.test.texts))
     write_json(args.out, figures)
