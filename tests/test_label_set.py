@@ -125,7 +125,10 @@ def test_a_label_added_retired_and_kept_across_a_restart(env, tmp_path):
         # A training run learns it (on the tiny model, "about" is hard to tell from "back").
         body = {"samples": [{"text": t, "label": y} for t, y in samples]}
         assert client.post("/feedback", json=body).status_code == 200
-        cli_env = {**env, "LIVETUNE_DATA_DIR": str(server.data_dir)}
+        # One training thread: the governor would pick 1 or 2 by the machine's load, and the
+        # tiny model's run then ends anywhere from 27 to 39 of the 40 texts below (seen in
+        # CI); on one thread it is the same run every time (33-34 seen).
+        cli_env = {**env, "LIVETUNE_DATA_DIR": str(server.data_dir), "LIVETUNE_TRAIN_THREADS": "1"}
         done = training_cli(cli_env, "run", "--once", timeout=300)
         assert done.returncode == 0, done.stderr
         adapter = client.get("/status").json()["active_adapter"]
