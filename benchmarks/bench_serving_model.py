@@ -8,8 +8,9 @@ One run, in-process, on the embedded all-MiniLM-L6-v2 with a real adapter traine
    forward, `precision` auto (bf16 autocast where the CPU has it), batches of `--batch`
    texts in 16-row forwards, as a worker runs them;
 2. merged, as a worker serves it by default (LIVETUNE_MERGE_ADAPTER, service/merged.py):
-   the same adapter merged into new weight tensors (W + B A x scale), its LoRA layers
-   off, no LoRA matmuls per forward; also the time a swap spends merging, off the lock;
+   the same adapter merged into a buffer copy of the weights (W + B A x scale), its LoRA
+   layers off, no LoRA matmuls per forward; also the time a swap spends merging, off the
+   lock;
 3. merged + int8: torch's dynamic quantisation of every nn.Linear of the encoder;
 
 each with throughput (texts/s, medians of round-robin slices: a shared machine's load
@@ -62,8 +63,8 @@ def trained_predictor(data: Path, per_class: int, precision: str) -> tuple[Predi
 
 def merged_copy(predictor: Predictor) -> tuple[Predictor, float]:
     """A copy serving the adapter as a worker does by default (service/merged.py): merged
-    into new weight tensors, its LoRA layers off; and the seconds the merge took (a swap
-    pays them off the request path)."""
+    into a buffer copy of the weights, its LoRA layers off; and the seconds the merge took
+    (a swap pays them off the request path)."""
     clone = copy.copy(predictor)
     clone.model = copy.deepcopy(predictor.model)
     encoder, merged = clone.model.encoder, MergedWeights()
