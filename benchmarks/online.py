@@ -41,6 +41,7 @@ from benchmarks.harness.report import RESULTS, say, write_json
 from benchmarks.harness.server import running_server
 from benchmarks.online_report import markdown, percent, plot
 from benchmarks.online_service import (
+    BATCH,
     Service,
     evaluate,
     stream,
@@ -62,6 +63,8 @@ SERVICE_SETTINGS = {
     "LIVETUNE_TRAIN_NICE": "0",
     "LIVETUNE_ACCESS_LOG": "false",
 }
+# Served, never (yet) corrected: most of a real service's traffic gets no correction.
+UNCORRECTED = 3_000
 VALIDATION = CoreSettings.model_fields["validation_percent"].default  # the service's default
 
 
@@ -95,14 +98,18 @@ def checkpoints(n_labels: int, total: int, per_class, every: int | None) -> list
     return sorted({0, total, *(p for p in points if p < total)})
 
 
-def run_stream(service: Service, train: Split, test: Split, points, timeout) -> list[dict]:
-    """Stream up to each checkpoint, wait for the trainer, evaluate: the learning curve."""
+def run_stream(
+    service: Service, train: Split, test: Split, points, timeout, evaluator: Service | None = None
+) -> list[dict]:
+    """Stream up to each checkpoint, wait for the trainer, evaluate (through `evaluator`,
+    the replica that does not remember what it serves): the learning curve."""
+    evaluator = evaluator or service
     curve, done, t0 = [], 0, time.monotonic()
     for point in points:
         segment = stream(service, train.take(range(done, point)))
         done = point
         wait = wait_caught_up(service, timeout)
-        measured = evaluate(service, test)
+        measured = evaluate(evaluator, test)
         curve.append(
             {
                 "samples": point,
@@ -171,20 +178,54 @@ def service_env(args, labels_file: Path) -> dict[str, str]:
     return env
 
 
-def serve_and_stream(args, train: Split, test: Split, points: list[int]) -> dict:
+def evaluation_replica(tmp: Path, server, env: dict[str, str]):
+    """A second server on the same data directory, trainer off and predictions not
+    remembered, that answers the test set: the test texts never join the prediction log,
+    so neither the review queue nor self-training ever sees them (a replica follows
+    CURRENT and the label set as any worker does)."""
+    return running_server(
+        tmp / "replica",
+        ready_timeout=300,
+        **{
+            **env,
+            "LIVETUNE_DATA_DIR": str(server.data_dir),
+            "LIVETUNE_TRAINER": "false",
+            "LIVETUNE_LOG_PREDICTIONS": "false",
+        },
+    )
+
+
+def serve_uncorrected(service: Service, texts: list[str]) -> None:
+    """/predict only: traffic nobody has corrected yet."""
+    for start in range(0, len(texts), BATCH):
+        service.predict(texts[start : start + BATCH])
+    if texts:
+        say(f"served {len(texts)} texts nobody corrected yet")
+
+
+def serve_and_stream(
+    args, train: Split, test: Split, points: list[int], uncorrected: list[str] = ()
+) -> dict:
     """The real service on a fresh data directory; the stream, checkpoints and run records."""
     with tempfile.TemporaryDirectory(prefix="livetune-online-") as tmp:
         labels_file = Path(tmp) / "labels.json"
         labels_file.write_text(json.dumps(sorted(set(train.labels))))
         env = service_env(args, labels_file)
         say(f"service settings: {env}")
-        with running_server(Path(tmp), ready_timeout=300, **env) as server:
-            service = Service(server.base)
+        with (
+            running_server(Path(tmp), ready_timeout=300, **env) as server,
+            evaluation_replica(Path(tmp), server, env) as replica,
+        ):
+            service, evaluator = Service(server.base), Service(replica.base)
             try:
-                curve = run_stream(service, train, test, points, args.catch_up_timeout)
+                serve_uncorrected(service, uncorrected)
+                curve = run_stream(
+                    service, train, test, points, args.catch_up_timeout, evaluator
+                )
                 workers = service.status()["workers"]
             finally:
                 service.close()
+                evaluator.close()
         runs = training_runs(server.data_dir, service.served_since)
     first = next((r for r in runs if r["state"] == "promoted"), None)
     swaps = {
@@ -222,6 +263,16 @@ def parse_args(argv):
         default=[],
         metavar="KEY=VALUE",
         help="a LIVETUNE_* setting for the service, e.g. VALIDATION_PERCENT=10",
+    )
+    parser.add_argument(
+        "--uncorrected",
+        type=int,
+        default=UNCORRECTED,
+        help=(
+            "texts from the end of the stream's order served before it starts: traffic"
+            " nobody has corrected yet (corrected when the stream gets there), at most half"
+            " the train set; self-training learns from it. 0 = none"
+        ),
     )
     parser.add_argument("--seed", type=int, default=0, help="stream order (and --quick's labels)")
     parser.add_argument(
@@ -299,7 +350,9 @@ def main(argv=None) -> dict:
         "test_samples": len(test.texts),
         "base_model": args.base_model or "embedded",
     }
-    results.update(serve_and_stream(args, train.take(range(total)), test, points))
+    uncorrected = train.texts[len(train.texts) - min(args.uncorrected, len(train.texts) // 2) :]
+    results["uncorrected_served"] = len(uncorrected)
+    results.update(serve_and_stream(args, train.take(range(total)), test, points, uncorrected))
     results["baselines"] = baselines(args, results, train, test, points)
     results["wall_s"] = round(time.monotonic() - started, 1)
     out = args.out or RESULTS / f"online-{name}.json"

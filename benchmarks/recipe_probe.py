@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.bench_training import fresh_model, test_accuracy
 from benchmarks.harness.data import DEFAULT_DATA, load_split, read_labels
-from training.split import split_for, text_key
+from training.split import holdout_percent, split_for, text_key
 from training.trainer import TrainConfig, Trainer
 
 
@@ -38,25 +38,116 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--validation-percent", type=float, default=20.0)
+    parser.add_argument("--stream", type=int, default=0,
+                        help="only the first N texts of the online benchmark's stream (its"
+                             " seeded order), split as the gate would at N (more held out"
+                             " while data is scarce); 0 = the whole train set")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="the stream's order")
+    parser.add_argument("--pseudo-threshold", type=float, default=0.0,
+                        help="self-training: after training, label the stream's next"
+                             " --unlabeled texts (uncorrected traffic) with the model's own"
+                             " prediction where its probability is at least this, and"
+                             " train again from scratch on both; 0 = off")  # fmt: skip
+    parser.add_argument("--unlabeled", type=int, default=3000)
+    parser.add_argument("--continue-student", action="store_true",
+                        help="self-training: the student goes on from the teacher's weights"
+                             " instead of starting afresh")  # fmt: skip
+    parser.add_argument("--teacher", type=int, default=0,
+                        help="self-training with a teacher trained on the stream's first N"
+                             " (as the adapter in service would be), one training of the"
+                             " student on corrections + its pseudo-labels")  # fmt: skip
+    parser.add_argument("--warm-from", type=int, default=0,
+                        help="with --stream: first train on the stream's first N (their gate"
+                             " split at N), then go on training that model on the whole"
+                             " --stream split, as a run warm-started from CURRENT does")  # fmt: skip
     parser.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
                         help="a TrainConfig field, e.g. epochs=5")  # fmt: skip
     args = parser.parse_args(argv)
     names = [label.name for label in read_labels(args.data)]
     train, test = load_split(args.data, "train"), load_split(args.data, "test")
+    percent = args.validation_percent
+    unlabeled = []
+    if args.stream:
+        train = train.shuffled(args.seed)
+        unlabeled = train.texts[args.stream : args.stream + args.unlabeled]
+        train = train.take(range(min(args.stream, len(train.texts))))
+        percent = holdout_percent(len(train.texts), args.validation_percent)
     keep = train.take(
         i for i, text in enumerate(train.texts)
-        if split_for(text_key(text), args.validation_percent) == "train"
+        if split_for(text_key(text), percent) == "train"
     )  # fmt: skip
     config = TrainConfig(**dict(args.set))
+    if args.teacher and args.stream:
+        first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
+        teacher, tokenizer = fresh_model(names, config)
+        Trainer(teacher, tokenizer, names, config).train(first.texts, first.labels)
+        report = {"teacher": args.teacher, "teacher_samples": len(first.texts),
+                  "teacher_accuracy": round(test_accuracy(teacher, tokenizer, names, test.texts, test.labels), 4),
+                  "train_samples": len(keep.texts), "stream": args.stream, "set": dict(args.set)}
+        report["self_training"] = self_train(
+            teacher, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold or 0.9
+        )
+        print(json.dumps(report))
+        return
     model, tokenizer = fresh_model(names, config)
     started = time.perf_counter()
+    if args.warm_from and args.stream:
+        first = train.take(
+            i for i, text in enumerate(train.texts[: args.warm_from])
+            if split_for(text_key(text), holdout_percent(args.warm_from, args.validation_percent))
+            == "train"
+        )  # fmt: skip
+        Trainer(model, tokenizer, names, config).train(first.texts, first.labels)
+        print(json.dumps({"warm_from": args.warm_from, "first_samples": len(first.texts),
+                          "first_accuracy": round(test_accuracy(
+                              model, tokenizer, names, test.texts, test.labels), 4)}))  # fmt: skip
     result = Trainer(model, tokenizer, names, config).train(keep.texts, keep.labels)
     accuracy = test_accuracy(model, tokenizer, names, test.texts, test.labels)
-    print(json.dumps({
-        "validation_percent": args.validation_percent, "set": dict(args.set),
+    report = {
+        "validation_percent": round(percent, 2), "set": dict(args.set), "stream": args.stream,
         "train_samples": len(keep.texts), "test_accuracy": round(accuracy, 4),
         "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
-    }))  # fmt: skip
+    }  # fmt: skip
+    if args.pseudo_threshold and unlabeled:
+        report["self_training"] = self_train(
+            model, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold,
+            args.continue_student,
+        )  # fmt: skip
+    print(json.dumps(report))
+
+
+def split_train(split, cursor: int, floor: float):
+    """The texts of `split` a run at `cursor` trains on (the rest are held out)."""
+    percent = holdout_percent(cursor, floor)
+    return split.take(
+        i for i, text in enumerate(split.texts) if split_for(text_key(text), percent) == "train"
+    )
+
+
+def self_train(
+    model, tokenizer, names, keep, unlabeled, test, config, threshold, go_on: bool = False
+) -> dict:
+    """Pseudo-label confident uncorrected texts, retrain from scratch on both, score."""
+    import torch
+
+    from training.labels import Label
+    from training.predictor import Predictor
+
+    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
+    probabilities = predictor.probabilities(unlabeled)
+    confidence, best = probabilities.max(-1)
+    chosen = torch.nonzero(confidence >= threshold).flatten().tolist()
+    texts = keep.texts + [unlabeled[i] for i in chosen]
+    labels = keep.labels + [names[best[i]] for i in chosen]
+    if not go_on:
+        model, tokenizer = fresh_model(names, config)
+    started = time.perf_counter()
+    Trainer(model, tokenizer, names, config).train(texts, labels)
+    return {"continued": go_on,
+        "threshold": threshold, "unlabeled": len(unlabeled), "pseudo_labeled": len(chosen),
+        "test_accuracy": round(test_accuracy(model, tokenizer, names, test.texts, test.labels), 4),
+        "train_seconds": round(time.perf_counter() - started),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from training.backends import open_backends
 from training.job import TrainingJob
 from training.locks import TrainingBusy
 from training.split import holdout_percent, split_for, text_key
-from training.store import NewSample
+from training.labels import Label
+from training.store import NewSample, PredictionRecord
 
 
 @pytest.fixture
@@ -196,3 +197,61 @@ def test_the_early_holdout_only_shrinks_so_no_gate_scores_a_text_an_adapter_trai
     assert holdout_percent(1_000, 5.0) == pytest.approx(7.9, abs=0.1)
     assert holdout_percent(10_000, 5.0) == 5.0
     assert holdout_percent(10_000, 20.0) == 20.0
+
+
+def _serve(job: TrainingJob, texts: list[str]) -> None:
+    """What serving does for each text it answers: remember it in the prediction log."""
+    job.store.log_predictions(
+        [PredictionRecord(f"p{i}", text, TOY_LABELS[0], 0.5, "base") for i, text in enumerate(texts)]
+    )
+
+
+def test_self_training_learns_uncorrected_served_texts_never_the_held_out_ones(
+    tmp_path, tiny_model_dir
+):
+    settings = tiny_job_settings(
+        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10,
+        self_training_threshold=0.5,
+    )  # fmt: skip
+    backends = open_backends(settings)
+    job = TrainingJob(backends, settings)
+    try:
+        samples = toy_samples(400)
+        corrected, served = samples[:240], [text for text, _ in samples[240:]]
+        add(job, corrected)
+        _serve(job, served + [corrected[0][0]])  # one served text was corrected since
+        run = job.run("manual")
+        report = run.report["self_training"]
+        percent = holdout_percent(job.store.max_sample_id(), settings.validation_percent)
+        outside = [t for t in served if split_for(text_key(t), percent) == "train"]
+        # Every uncorrected text outside the gate's share was looked at, and no other.
+        assert 0 < report["pool"] == len(outside) < len(served)
+        # The teacher trained on the corrections first, then labeled what it was sure of.
+        assert 0 < report["pseudo_labeled"] <= report["pool"]
+        assert report["threshold"] == 0.5 and report["teacher_seconds"] > 0
+        assert run.state == "promoted", run.reason
+        manifest = job.registry.get(run.candidate).manifest
+        assert manifest["metrics"]["pseudo_labeled"] == report["pseudo_labeled"]
+        assert manifest["metrics"]["train_samples"] == run.train_samples  # corrections only
+        # The gate still decided on held-out corrections only.
+        assert run.report["gate"]["candidate_accuracy"] >= 0.85
+    finally:
+        backends.close()
+
+
+def test_pseudo_labels_skip_held_out_texts_and_keep_only_confident_ones(tiny_model_dir):
+    from training.predictor import zero_shot_predictor
+    from training.self_training import pseudo_label
+
+    teacher = zero_shot_predictor(str(tiny_model_dir), [Label(n) for n in TOY_LABELS], template="{name}")
+    texts = [(text, text_key(text)) for text, _ in toy_samples(200)]
+    everything = pseudo_label(teacher, texts, threshold=0.0, holdout_percent=40)
+    outside = [t for t, key in texts if split_for(key, 40) == "train"]
+    assert everything.texts == outside and 0 < len(outside) < len(texts)
+    assert set(everything.labels) <= set(TOY_LABELS)
+    probabilities = teacher.probabilities(outside).max(-1).values
+    cut = float(probabilities.median())
+    sure = pseudo_label(teacher, texts, threshold=cut, holdout_percent=40)
+    assert sure.texts == [t for t, p in zip(outside, probabilities.tolist()) if p >= cut]
+    assert sure.pool == len(outside)
+    assert pseudo_label(teacher, texts, threshold=1.01, holdout_percent=40).texts == []

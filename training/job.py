@@ -31,6 +31,7 @@ from training.model import base_model_id
 from training.predictor import Predictor, resolve_device, zero_shot_predictor
 from training.registry import BASE, RegistryError
 from training.schedule import due, pending_samples
+from training.self_training import PseudoLabels, open_texts, pseudo_label
 from training.split import holdout_percent, split_for, text_key
 from training.store import RunState, TrainingRun
 from training.store.labels import log_seed
@@ -159,6 +160,15 @@ class TrainingJob:
         names = [label.name for label in labels]
         trainer = Trainer(predictor.model, predictor.tokenizer, names, settings.train)
         result = trainer.train(train.texts, train.labels)
+        # Self-training: the model just trained on the corrections labels the uncorrected
+        # texts it is sure of, and a student learns from both, from the same warm start.
+        pseudo = self._pseudo_labels(predictor, cursor)
+        if pseudo.texts:
+            pseudo.teacher_seconds = result.seconds
+            warm = self._warm_model(labels, parent, device)
+            predictor = warm.predictor
+            trainer = Trainer(predictor.model, predictor.tokenizer, names, settings.train)
+            result = trainer.train(train.texts + pseudo.texts, train.labels + pseudo.labels)
         candidate = Answers(hits(predictor, validation.texts, validation.labels), len(train.texts))
         gate = decide(
             current,
@@ -172,12 +182,33 @@ class TrainingJob:
             "train": vars(result),
             "warm_start": warm.warm_start,
             "device": str(device),
+            "self_training": pseudo.report(settings.self_training_threshold),
         }
         if not gate.promote:
             return RunState.REJECTED, gate.reason, None, report
         report["data_cursor"] = cursor
         version = self._publish(warm, names, parent, report, train, validation)
         return RunState.PROMOTED, gate.reason, version, report
+
+    def _pseudo_labels(self, teacher: Predictor, cursor: int) -> PseudoLabels:
+        """Uncorrected served texts `teacher` is sure of (training.self_training)."""
+        settings = self.settings
+        if not (settings.self_training_threshold and settings.self_training_pool):
+            return PseudoLabels()
+        texts = open_texts(
+            self.store,
+            pool=settings.self_training_pool,
+            max_age_s=settings.prediction_retention_hours * 3600,
+        )
+        pseudo = pseudo_label(
+            teacher,
+            texts,
+            threshold=settings.self_training_threshold,
+            holdout_percent=holdout_percent(cursor, settings.validation_percent),
+        )
+        log.info("self-training: %d of %d uncorrected texts pseudo-labeled (p >= %s)",
+                 len(pseudo.texts), pseudo.pool, settings.self_training_threshold)  # fmt: skip
+        return pseudo
 
     def _claim_device(self) -> torch.device:
         """The training device, with this process's share of it set."""
@@ -232,6 +263,7 @@ class TrainingJob:
                 "parent_validation_accuracy": report["gate"]["current_accuracy"],
                 "validation_samples": len(validation.texts),
                 "train_samples": len(train.texts),
+                "pseudo_labeled": report["self_training"]["pseudo_labeled"],
                 # Which labels it learned from: GET /labels says `trained` by these.
                 "label_counts": dict(Counter(train.labels)),
             },

@@ -86,3 +86,19 @@ class JobSettings(CoreSettings):
         ge=0,
         description="Held-out samples needed to promote (with fewer, no training).",
     )
+    self_training_threshold: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description=(
+            "Self-training: served texts nobody corrected join a run's training samples with"
+            " the label the adapter in service gives them, where its probability is at least"
+            " this (never texts held out for the gate; never from the zero-shot head)."
+            " 0 = off."
+        ),
+    )
+    self_training_pool: int = Field(
+        5_000,
+        ge=0,
+        description="Newest uncorrected served texts a run looks at for self-training.",
+    )
