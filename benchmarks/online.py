@@ -44,6 +44,7 @@ from benchmarks.online_service import (
     BATCH,
     Service,
     evaluate,
+    remembered,
     stream,
     training_runs,
     wait_caught_up,
@@ -227,6 +228,9 @@ def serve_and_stream(
                 service.close()
                 evaluator.close()
         runs = training_runs(server.data_dir, service.served_since)
+        # The replica answered the test set: none of it may be in the log self-training reads.
+        log = {"test": remembered(server.data_dir, test.texts),
+               "uncorrected": remembered(server.data_dir, list(uncorrected))}  # fmt: skip
     first = next((r for r in runs if r["state"] == "promoted"), None)
     swaps = {
         "promotions": sum(r["state"] == "promoted" for r in runs),
@@ -237,7 +241,13 @@ def serve_and_stream(
         "failed_swaps": sum(w["failed_swaps"] for w in workers),
     }
     settings = {k: v for k, v in env.items() if k != "LIVETUNE_LABELS_FILE"}
-    return {"curve": curve, "runs": runs, "swaps": swaps, "service_settings": settings}
+    return {
+        "curve": curve,
+        "runs": runs,
+        "swaps": swaps,
+        "service_settings": settings,
+        "prediction_log": log,
+    }
 
 
 def parse_args(argv):

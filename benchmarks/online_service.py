@@ -120,6 +120,18 @@ def training_runs(data_dir: Path, served_since: dict[str, float]) -> list[dict]:
     return [run_record(run, served_since) for run in runs]
 
 
+def remembered(data_dir: Path, texts: list[str]) -> int:
+    """How many of `texts` the service's prediction log holds."""
+    from training.split import text_key
+    from training.store import SQLiteFeedbackStore
+
+    store = SQLiteFeedbackStore(data_dir)
+    try:
+        return len(store.latest_by_text_key([text_key(text) for text in texts]))
+    finally:
+        store.close()
+
+
 def run_record(run, served_since: dict[str, float]) -> dict:
     """One training run as the results list it."""
     gate = run.report.get("gate", {})
@@ -132,6 +144,7 @@ def run_record(run, served_since: dict[str, float]) -> dict:
         "reason": run.reason,
         "train_samples": run.train_samples,
         "validation_samples": run.validation_samples,
+        "pseudo_labeled": run.report.get("self_training", {}).get("pseudo_labeled"),
         "current_accuracy": gate.get("current_accuracy"),
         "candidate_accuracy": gate.get("candidate_accuracy"),
         "candidate": run.candidate,

@@ -45,4 +45,8 @@ def test_the_online_benchmark_records_a_learning_curve_with_promotions(tmp_path,
     promoted = [r for r in results["runs"] if r["state"] == "promoted"]
     assert all(r["trigger_to_served_s"] >= r["trigger_to_finish_s"] > 0 for r in promoted)
     assert results["service_settings"]["LIVETUNE_TRAIN__EPOCHS"] == env["LIVETUNE_TRAIN__EPOCHS"]
+    # The test set went through the evaluation replica, which remembers nothing: no test
+    # text is in the log that self-training and the review queue read; the traffic is.
+    assert results["prediction_log"] == {"test": 0, "uncorrected": results["uncorrected_served"]}
+    assert results["uncorrected_served"] > 0
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

@@ -54,16 +54,16 @@ def own_env(**env: str) -> dict[str, str]:
 def start_server(
     tmp_path: Path, port: int | None = None, target: str = "service.service:Livetune", **env: str
 ) -> tuple[subprocess.Popen, str]:
-    """`bentoml serve target` on loopback with its data in `tmp_path`/data; inherited
+    """`bentoml serve target` on loopback with its data in `tmp_path`/data (unless `env`
+    sets LIVETUNE_DATA_DIR: a replica of another server); inherited
     LIVETUNE_* variables are dropped so only `env` configures it."""
     port = port or free_port()
     environment = own_env(
         BENTOML_DO_NOT_TRACK="true",
-        LIVETUNE_DATA_DIR=str(tmp_path / "data"),
         # BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when a server starts: one
         # home per server, so servers running side by side keep their own metrics.
         BENTOML_HOME=str(tmp_path / f"bentoml-{port}"),
-        **env,
+        **{"LIVETUNE_DATA_DIR": str(tmp_path / "data"), **env},  # env may name another
     )
     command = [BENTOML, "serve", target, "--host", "127.0.0.1"]
     tmp_path.mkdir(parents=True, exist_ok=True)
