@@ -87,7 +87,7 @@ class JobSettings(CoreSettings):
         description="Held-out samples needed to promote (with fewer, no training).",
     )
     self_training_threshold: float = Field(
-        0.9,
+        0.95,
         ge=0,
         le=1,
         description=(
