@@ -412,6 +412,19 @@ class StoreContract(LabelContract):
         assert alpha.adapter == "base" and alpha.top == (("x", 0.6), ("y", 0.3))
         assert alpha.margin == pytest.approx(0.3)  # from the served top, until re-scored
 
+    def test_self_training_reads_the_open_texts_of_the_log_and_closes_what_it_opened(
+        self, store
+    ):
+        from training.self_training import open_texts
+
+        self.served(store, "alpha", "beta", "gamma", "alpha")
+        store.add_samples([NewSample("gamma", "x")])  # corrected: its correction wins
+        found = open_texts(store, pool=100, max_age_s=3600)
+        assert found == [("alpha", text_key("alpha")), ("beta", text_key("beta"))]
+        assert open_texts(store, pool=1, max_age_s=3600) == [("alpha", text_key("alpha"))]
+        store.add_samples([NewSample("beta", "y")])  # the store stays usable after
+        assert open_texts(store, pool=100, max_age_s=3600) == [("alpha", text_key("alpha"))]
+
     def test_review_pool_is_the_newest_predictions(self, store, queue):
         self.served(store, "one", "two", "three")
         assert [c.text for c in queue.candidates(pool=2, label_count=3)] == ["three", "two"]
