@@ -8,6 +8,12 @@ prints its test accuracy: a few minutes per recipe instead of a 25-minute online
     .venv/bin/python -m benchmarks.recipe_probe --data ../shared/data/banking77 \\
         --validation-percent 10 --set epochs=5 --set lora_layers=0
 
+With `--stream N` it takes the first N texts of the online benchmark's stream instead (its
+seeded order, split as a run at N would split them); `--pseudo-threshold` adds a
+self-training student on the stream's next `--unlabeled` texts (training/self_training.py),
+with a teacher trained on the same corrections or on the first `--teacher` of them:
+docs/experiments/self-training.md.
+
 Data: Banking77 (Casanueva et al. 2020, CC-BY-4.0), read in place, never copied.
 """
 
