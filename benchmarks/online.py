@@ -220,9 +220,7 @@ def serve_and_stream(
             service, evaluator = Service(server.base), Service(replica.base)
             try:
                 serve_uncorrected(service, uncorrected)
-                curve = run_stream(
-                    service, train, test, points, args.catch_up_timeout, evaluator
-                )
+                curve = run_stream(service, train, test, points, args.catch_up_timeout, evaluator)
                 workers = service.status()["workers"]
             finally:
                 service.close()

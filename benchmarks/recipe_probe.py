@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-from", type=int, default=0,
                         help="with --stream: first train on the stream's first N (their gate"
                              " split at N), then go on training that model on the whole"
-                             " --stream split, as a run warm-started from CURRENT does")  # fmt: skip
+                             " --stream split, as a warm-started run does")  # fmt: skip
     parser.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
                         help="a TrainConfig field, e.g. epochs=5")  # fmt: skip
     args = parser.parse_args(argv)
@@ -87,9 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
         teacher, tokenizer = fresh_model(names, config)
         Trainer(teacher, tokenizer, names, config).train(first.texts, first.labels)
-        report = {"teacher": args.teacher, "teacher_samples": len(first.texts),
-                  "teacher_accuracy": round(test_accuracy(teacher, tokenizer, names, test.texts, test.labels), 4),
-                  "train_samples": len(keep.texts), "stream": args.stream, "set": dict(args.set)}
+        report = {
+            "teacher": args.teacher,
+            "teacher_samples": len(first.texts),
+            "teacher_accuracy": round(
+                test_accuracy(teacher, tokenizer, names, test.texts, test.labels), 4
+            ),
+            "train_samples": len(keep.texts),
+            "stream": args.stream,
+            "set": dict(args.set),
+        }
         report["self_training"] = self_train(
             teacher, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold or 0.9
         )

@@ -2,8 +2,8 @@
 
 At a swap, each targeted layer's base weight plus the adapter's delta (peft's own
 `get_delta_weight`: B A x scale) is written, off the request path, into the free one of
-two buffer sets; switching the layers to it under the serving lock is a pointer swap. The base weights
-are never written, so going back to the base model (a rollback, or embedding a new
+two buffer sets; switching the layers to it under the serving lock is a pointer swap. The
+base weights are never written, so going back to the base model (a rollback, or embedding a new
 label's prompt as training would) is a pointer swap too. The LoRA layers stay in the
 model, disabled: peft still loads and checks the adapter, it only never runs it.
 

@@ -412,9 +412,7 @@ class StoreContract(LabelContract):
         assert alpha.adapter == "base" and alpha.top == (("x", 0.6), ("y", 0.3))
         assert alpha.margin == pytest.approx(0.3)  # from the served top, until re-scored
 
-    def test_self_training_reads_the_open_texts_of_the_log_and_closes_what_it_opened(
-        self, store
-    ):
+    def test_self_training_reads_the_open_texts_of_the_log_and_closes_what_it_opened(self, store):
         from training.self_training import open_texts
 
         self.served(store, "alpha", "beta", "gamma", "alpha")

@@ -10,9 +10,9 @@ from tests.conftest import TOY_LABELS
 from tests.factories import TINY_TRAIN, tiny_job_settings, toy_samples
 from training.backends import open_backends
 from training.job import TrainingJob
+from training.labels import Label
 from training.locks import TrainingBusy
 from training.split import holdout_percent, split_for, text_key
-from training.labels import Label
 from training.store import NewSample, PredictionRecord
 
 
@@ -202,7 +202,10 @@ def test_the_early_holdout_only_shrinks_so_no_gate_scores_a_text_an_adapter_trai
 def _serve(job: TrainingJob, texts: list[str]) -> None:
     """What serving does for each text it answers: remember it in the prediction log."""
     job.store.log_predictions(
-        [PredictionRecord(f"p{i}", text, TOY_LABELS[0], 0.5, "base") for i, text in enumerate(texts)]
+        [
+            PredictionRecord(f"p{i}", text, TOY_LABELS[0], 0.5, "base")
+            for i, text in enumerate(texts)
+        ]
     )
 
 
@@ -243,7 +246,9 @@ def test_pseudo_labels_skip_held_out_texts_and_keep_only_confident_ones(tiny_mod
     from training.predictor import zero_shot_predictor
     from training.self_training import pseudo_label
 
-    teacher = zero_shot_predictor(str(tiny_model_dir), [Label(n) for n in TOY_LABELS], template="{name}")
+    teacher = zero_shot_predictor(
+        str(tiny_model_dir), [Label(n) for n in TOY_LABELS], template="{name}"
+    )
     texts = [(text, text_key(text)) for text, _ in toy_samples(200)]
     everything = pseudo_label(teacher, texts, threshold=0.0, holdout_percent=40)
     outside = [t for t, key in texts if split_for(key, 40) == "train"]

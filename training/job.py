@@ -158,17 +158,8 @@ class TrainingJob:
         predictor = warm.predictor
         current = Answers(hits(predictor, validation.texts, validation.labels), warm.trained_on)
         names = [label.name for label in labels]
-        trainer = Trainer(predictor.model, predictor.tokenizer, names, settings.train)
-        result = trainer.train(train.texts, train.labels)
-        # Self-training: the model just trained on the corrections labels the uncorrected
-        # texts it is sure of, and a student learns from both, from the same warm start.
-        pseudo = self._pseudo_labels(predictor, cursor)
-        if pseudo.texts:
-            pseudo.teacher_seconds = result.seconds
-            warm = self._warm_model(labels, parent, device)
-            predictor = warm.predictor
-            trainer = Trainer(predictor.model, predictor.tokenizer, names, settings.train)
-            result = trainer.train(train.texts + pseudo.texts, train.labels + pseudo.labels)
+        warm, result, pseudo = self._train(warm, train, cursor, (labels, parent, device))
+        predictor = warm.predictor
         candidate = Answers(hits(predictor, validation.texts, validation.labels), len(train.texts))
         gate = decide(
             current,
@@ -189,6 +180,26 @@ class TrainingJob:
         report["data_cursor"] = cursor
         version = self._publish(warm, names, parent, report, train, validation)
         return RunState.PROMOTED, gate.reason, version, report
+
+    def _train(self, warm: WarmModel, train: Feedback, cursor: int, start):
+        """Train `warm` on the corrections; with self-training, that model is the teacher
+        of uncorrected texts it is sure of, and a student from the same warm start (`start`:
+        `_warm_model`'s arguments) learns from both. (model, TrainResult, PseudoLabels)."""
+        config = self.settings.train
+        predictor = warm.predictor
+        names = [label.name for label in start[0]]
+        result = Trainer(predictor.model, predictor.tokenizer, names, config).train(
+            train.texts, train.labels
+        )
+        pseudo = self._pseudo_labels(predictor, cursor)
+        if not pseudo.texts:
+            return warm, result, pseudo
+        pseudo.teacher_seconds = result.seconds
+        student = self._warm_model(*start)
+        result = Trainer(student.predictor.model, student.predictor.tokenizer, names, config).train(
+            train.texts + pseudo.texts, train.labels + pseudo.labels
+        )
+        return student, result, pseudo
 
     def _pseudo_labels(self, teacher: Predictor, cursor: int) -> PseudoLabels:
         """Uncorrected served texts `teacher` is sure of (training.self_training)."""
