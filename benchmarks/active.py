@@ -115,7 +115,9 @@ def run_arm(args, arm: str, train: Split, test: Split, points: list[int]) -> dic
     with tempfile.TemporaryDirectory(prefix=f"livetune-active-{arm}-") as tmp:
         labels_file = Path(tmp) / "labels.json"
         labels_file.write_text(json.dumps(sorted(set(train.labels))))
-        env = service_env(args, labels_file)
+        # The test set goes through this same server: self-training would learn its texts.
+        # Off unless --set turns it on; the rankings were compared without it.
+        env = {"LIVETUNE_SELF_TRAINING_THRESHOLD": "0", **service_env(args, labels_file)}
         if arm == "queue":
             env.update(queue_env(args, train))
         with running_server(Path(tmp), ready_timeout=300, **env) as server:
