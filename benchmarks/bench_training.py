@@ -63,10 +63,10 @@ def per_class(labels: list[str], k: int | None, seed: int = SEED) -> list[int]:
     return sorted(i for ids in by_label.values() for i in rng.sample(ids, min(k, len(ids))))
 
 
-def fresh_model(names: list[str], config: TrainConfig):
+def fresh_model(names: list[str], config: TrainConfig, base_model: str | None = None):
     """Base encoder + zero-shot head + a fresh LoRA: what the first training run starts from."""
     torch.manual_seed(SEED)
-    encoder, tokenizer = load_encoder(None)
+    encoder, tokenizer = load_encoder(base_model or None)
     model = TextClassifier(encoder, len(names))
     labels = [Label(n) for n in names]
     Predictor(model, tokenizer, labels, device="cpu").init_head_from_labels(DEFAULT_TEMPLATE)

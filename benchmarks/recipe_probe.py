@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                              " seeded order), split as the gate would at N (more held out"
                              " while data is scarce); 0 = the whole train set")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the stream's order")
+    parser.add_argument("--base-model", default="", help="LIVETUNE_BASE_MODEL (default embedded)")
     parser.add_argument("--pseudo-threshold", type=float, default=0.0,
                         help="self-training: after training, label the stream's next"
                              " --unlabeled texts (uncorrected traffic) with the model's own"
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(**dict(args.set))
     if args.teacher and args.stream:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
-        teacher, tokenizer = fresh_model(names, config)
+        teacher, tokenizer = fresh_model(names, config, args.base_model)
         Trainer(teacher, tokenizer, names, config).train(first.texts, first.labels)
         report = {
             "teacher": args.teacher,
@@ -98,11 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             "set": dict(args.set),
         }
         report["self_training"] = self_train(
-            teacher, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold or 0.9
-        )
+            teacher, tokenizer, names, keep, unlabeled, test, config,
+            args.pseudo_threshold or 0.95, base_model=args.base_model,
+        )  # fmt: skip
         print(json.dumps(report))
         return
-    model, tokenizer = fresh_model(names, config)
+    model, tokenizer = fresh_model(names, config, args.base_model)
     started = time.perf_counter()
     if args.warm_from and args.stream:
         first = train.take(
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pseudo_threshold and unlabeled:
         report["self_training"] = self_train(
             model, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold,
-            args.continue_student,
+            args.continue_student, args.base_model,
         )  # fmt: skip
     print(json.dumps(report))
 
@@ -138,7 +140,7 @@ def split_train(split, cursor: int, floor: float):
 
 
 def self_train(
-    model, tokenizer, names, keep, unlabeled, test, config, threshold, go_on: bool = False
+    model, tokenizer, names, keep, unlabeled, test, config, threshold, go_on=False, base_model=""
 ) -> dict:
     """Pseudo-label confident uncorrected texts, retrain from scratch on both, score."""
     import torch
@@ -153,7 +155,7 @@ def self_train(
     texts = keep.texts + [unlabeled[i] for i in chosen]
     labels = keep.labels + [names[best[i]] for i in chosen]
     if not go_on:
-        model, tokenizer = fresh_model(names, config)
+        model, tokenizer = fresh_model(names, config, base_model)
     started = time.perf_counter()
     Trainer(model, tokenizer, names, config).train(texts, labels)
     return {"continued": go_on,
