@@ -107,11 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = fresh_model(names, config, args.base_model)
     started = time.perf_counter()
     if args.warm_from and args.stream:
-        first = train.take(
-            i for i, text in enumerate(train.texts[: args.warm_from])
-            if split_for(text_key(text), holdout_percent(args.warm_from, args.validation_percent))
-            == "train"
-        )  # fmt: skip
+        first = split_train(
+            train.take(range(args.warm_from)), args.warm_from, args.validation_percent
+        )
         Trainer(model, tokenizer, names, config).train(first.texts, first.labels)
         print(json.dumps({"warm_from": args.warm_from, "first_samples": len(first.texts),
                           "first_accuracy": round(test_accuracy(

@@ -158,7 +158,8 @@ class TrainingJob:
         predictor = warm.predictor
         current = Answers(hits(predictor, validation.texts, validation.labels), warm.trained_on)
         names = [label.name for label in labels]
-        warm, result, pseudo = self._train(warm, train, cursor, (labels, parent, device))
+        restart = lambda: self._warm_model(labels, parent, device)  # noqa: E731
+        warm, result, pseudo = self._train(warm, names, train, cursor, restart)
         predictor = warm.predictor
         candidate = Answers(hits(predictor, validation.texts, validation.labels), len(train.texts))
         gate = decide(
@@ -181,21 +182,20 @@ class TrainingJob:
         version = self._publish(warm, names, parent, report, train, validation)
         return RunState.PROMOTED, gate.reason, version, report
 
-    def _train(self, warm: WarmModel, train: Feedback, cursor: int, start):
+    def _train(self, warm: WarmModel, names, train: Feedback, cursor: int, restart):
         """Train `warm` on the corrections; with self-training, that model is the teacher
-        of uncorrected texts it is sure of, and a student from the same warm start (`start`:
-        `_warm_model`'s arguments) learns from both. (model, TrainResult, PseudoLabels)."""
+        of uncorrected texts it is sure of, and a student from the same warm start
+        (`restart()`) learns from both. (model, TrainResult, PseudoLabels)."""
         config = self.settings.train
-        predictor = warm.predictor
-        names = [label.name for label in start[0]]
-        result = Trainer(predictor.model, predictor.tokenizer, names, config).train(
+        teacher = warm.predictor
+        result = Trainer(teacher.model, teacher.tokenizer, names, config).train(
             train.texts, train.labels
         )
-        pseudo = self._pseudo_labels(predictor, cursor)
+        pseudo = self._pseudo_labels(teacher, cursor)
         if not pseudo.texts:
             return warm, result, pseudo
         pseudo.teacher_seconds = result.seconds
-        student = self._warm_model(*start)
+        student = restart()
         result = Trainer(student.predictor.model, student.predictor.tokenizer, names, config).train(
             train.texts + pseudo.texts, train.labels + pseudo.labels
         )

@@ -92,9 +92,8 @@ class JobSettings(CoreSettings):
         le=1,
         description=(
             "Self-training: served texts nobody corrected join a run's training samples with"
-            " the label the adapter in service gives them, where its probability is at least"
-            " this (never texts held out for the gate; never from the zero-shot head)."
-            " 0 = off."
+            " the label a model trained on the run's corrections gives them, where its"
+            " probability is at least this (never texts held out for the gate). 0 = off."
         ),
     )
     self_training_pool: int = Field(

@@ -1,4 +1,4 @@
-"""Self-training: served texts nobody corrected, labeled by the adapter in service where it is sure.
+"""Self-training: served texts nobody corrected, labeled by a model trained on the corrections.
 
 The service remembers every text it classifies (the prediction log the review queue reads);
 most of them never get a correction. A run first trains on its corrections as always; that
