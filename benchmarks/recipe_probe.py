@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
                              " prediction where its probability is at least this, and"
                              " train again from scratch on both; 0 = off")  # fmt: skip
     parser.add_argument("--unlabeled", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="self-training rounds: each student is the next round's teacher")
     parser.add_argument("--continue-student", action="store_true",
                         help="self-training: the student goes on from the teacher's weights"
                              " instead of starting afresh")  # fmt: skip
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         report["self_training"] = self_train(
             teacher, tokenizer, names, keep, unlabeled, test, config,
             args.pseudo_threshold or 0.95, base_model=args.base_model,
-        )  # fmt: skip
+        )[2]  # fmt: skip
         print(json.dumps(report))
         return
     model, tokenizer = fresh_model(names, config, args.base_model)
@@ -119,13 +121,19 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "validation_percent": round(percent, 2), "set": dict(args.set), "stream": args.stream,
         "train_samples": len(keep.texts), "test_accuracy": round(accuracy, 4),
+        "test_accuracy_fp32": round(test_accuracy(
+            model, tokenizer, names, test.texts, test.labels, precision="fp32"), 4),
         "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
     }  # fmt: skip
     if args.pseudo_threshold and unlabeled:
-        report["self_training"] = self_train(
-            model, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold,
-            args.continue_student, args.base_model,
-        )  # fmt: skip
+        report["self_training"] = []
+        for _ in range(args.rounds):  # each round's student teaches the next
+            model, tokenizer, found = self_train(
+                model, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold,
+                args.continue_student, args.base_model,
+            )  # fmt: skip
+            report["self_training"].append(found)
+            print(json.dumps(found), flush=True)
     print(json.dumps(report))
 
 
@@ -139,8 +147,9 @@ def split_train(split, cursor: int, floor: float):
 
 def self_train(
     model, tokenizer, names, keep, unlabeled, test, config, threshold, go_on=False, base_model=""
-) -> dict:
-    """Pseudo-label confident uncorrected texts, retrain from scratch on both, score."""
+) -> tuple:
+    """Pseudo-label confident uncorrected texts, retrain from scratch on both, score:
+    (student, tokenizer, report)."""
     import torch
 
     from training.labels import Label
@@ -156,7 +165,7 @@ def self_train(
         model, tokenizer = fresh_model(names, config, base_model)
     started = time.perf_counter()
     Trainer(model, tokenizer, names, config).train(texts, labels)
-    return {"continued": go_on,
+    return model, tokenizer, {"continued": go_on,
         "threshold": threshold, "unlabeled": len(unlabeled), "pseudo_labeled": len(chosen),
         "test_accuracy": round(test_accuracy(model, tokenizer, names, test.texts, test.labels), 4),
         "train_seconds": round(time.perf_counter() - started),

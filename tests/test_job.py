@@ -9,11 +9,12 @@ import pytest
 from tests.conftest import TOY_LABELS
 from tests.factories import TINY_TRAIN, tiny_job_settings, toy_samples
 from training.backends import open_backends
-from training.job import TrainingJob
+from training.job import TrainingJob, continues_current
 from training.labels import Label
 from training.locks import TrainingBusy
 from training.split import holdout_percent, split_for, text_key
 from training.store import NewSample, PredictionRecord
+from training.trainer import TrainConfig
 
 
 @pytest.fixture
@@ -54,7 +55,9 @@ def test_a_run_on_a_learnable_task_is_promoted_with_its_evidence(job):
     assert run.train_samples + run.validation_samples == 240
 
 
-def test_a_candidate_trained_on_wrong_labels_is_rejected_and_current_kept(job):
+@pytest.mark.parametrize("warm_start", ["auto", "always"])
+def test_a_candidate_trained_on_wrong_labels_is_rejected_and_current_kept(job, warm_start):
+    job.settings = job.settings.model_copy(update={"train_warm_start": warm_start})
     samples = toy_samples(240)
     add(job, samples)
     good = job.run("manual")
@@ -65,11 +68,23 @@ def test_a_candidate_trained_on_wrong_labels_is_rejected_and_current_kept(job):
     add(job, [(text, rotate[label]) for text, label in samples if text in train_texts])
     bad = job.run("manual")
     assert bad.state == "rejected", bad.reason
-    assert bad.report["warm_start"] == good.candidate
+    # 25 tiny epochs outlast the step floor: auto starts afresh, always continues CURRENT.
+    assert bad.report["warm_start"] == (good.candidate if warm_start == "always" else None)
+    assert bad.parent == good.candidate  # either way, the gate's comparison is with CURRENT
     assert bad.report["gate"]["candidate_accuracy"] < bad.report["gate"]["current_accuracy"]
     assert bad.candidate is None
     assert job.registry.current() == good.candidate
     assert [v.version for v in job.registry.versions()] == [good.candidate]
+
+
+def test_a_run_continues_current_only_while_the_step_floor_sets_its_length():
+    config = TrainConfig()  # 3 epochs of 32, at least 250 steps
+    assert continues_current(config, 1_442)  # 46 batches x 3 = 138 steps < 250: continue
+    assert continues_current(config, 2_656)  # 83 x 3 = 249
+    assert not continues_current(config, 2_657)  # 84 x 3 = 252: the epochs set it, fresh
+    assert not continues_current(config, 9_527)
+    assert continues_current(config, 9_527, "always")
+    assert not continues_current(config, 10, "never")
 
 
 def test_too_little_validation_evidence_is_never_promoted(job):

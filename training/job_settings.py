@@ -86,6 +86,15 @@ class JobSettings(CoreSettings):
         ge=0,
         description="Held-out samples needed to promote (with fewer, no training).",
     )
+    train_warm_start: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description=(
+            "Whether a run continues the adapter in service (its LoRA and head) or trains a"
+            " fresh one from the base model: auto = continue while the step floor"
+            " (`LIVETUNE_TRAIN__MIN_STEPS`) rather than the epochs sets the run's length, i.e."
+            " while corrections are few; fresh once there are enough for the epochs."
+        ),
+    )
     self_training_threshold: float = Field(
         0.95,
         ge=0,
