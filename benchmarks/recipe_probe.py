@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
                              " prediction where its probability is at least this, and"
                              " train again from scratch on both; 0 = off")  # fmt: skip
     parser.add_argument("--unlabeled", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="self-training rounds: each student is the next round's teacher")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="self-training rounds: each student is the next round's teacher",
+    )
     parser.add_argument("--continue-student", action="store_true",
                         help="self-training: the student goes on from the teacher's weights"
                              " instead of starting afresh")  # fmt: skip
