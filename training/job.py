@@ -204,7 +204,7 @@ class TrainingJob:
 
     def _train(self, warm: WarmModel, names, train: Feedback, cursor: int, restart):
         """Train `warm` on the corrections; with self-training, that model is the teacher
-        of uncorrected texts it is sure of, and a student from the same warm start
+        of uncorrected texts it is sure of, and a student from the same start
         (`restart()`) learns from both. (model, TrainResult, PseudoLabels)."""
         config = self.settings.train
         teacher = warm.predictor

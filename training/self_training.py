@@ -4,7 +4,7 @@ The service remembers every text it classifies (the prediction log the review qu
 most of them never get a correction. A run first trains on its corrections as always; that
 model (the teacher) labels the newest of those uncorrected texts, and the ones it gives at
 least `threshold` probability join the corrections to train the candidate (the student)
-again from the same warm start. Only the student meets the gate.
+again from the same start. Only the student meets the gate.
 
 What keeps it honest:
 - the teacher learned from this run's corrections: never the zero-shot head (sure of many
