@@ -196,3 +196,18 @@ def test_an_adapter_for_this_base_model_is_accepted(tiny_model_dir):
     ours = fingerprint(encoder)
     manifest = {"base_model": {"id": "renamed/tiny-bert", "fingerprint": ours}}
     assert check_compatible(manifest, "v0001", ours, str(tiny_model_dir)) is None
+
+
+def test_a_fresh_lora_starts_from_the_runs_seed(tiny_model_dir):
+    def lora_weights(config, draws_before):
+        model, _ = fresh_model(tiny_model_dir)
+        torch.rand(draws_before)  # whatever the process drew before the run
+        attach_lora(model, config)
+        return {n: p.detach().clone() for n, p in model.encoder.named_parameters() if "lora_A" in n}
+
+    first = lora_weights(CONFIG, 1)
+    assert first
+    again = lora_weights(CONFIG, 1_000)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    other = lora_weights(CONFIG.model_copy(update={"seed": CONFIG.seed + 1}), 1)
+    assert not any(torch.equal(first[n], other[n]) for n in first)

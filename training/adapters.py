@@ -85,7 +85,11 @@ def attach_lora(model: TextClassifier, config, warm_start: Path | None = None) -
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
     )
-    model.encoder = get_peft_model(model.encoder, lora)
+    # LoRA's A matrices start random: from the run's seed, not from whatever the process
+    # drew before, so a run (and a self-training student and its teacher) is repeatable.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model.encoder = get_peft_model(model.encoder, lora)
 
 
 def save_adapter(model: TextClassifier, label_names: Sequence[str], folder: Path) -> None:
