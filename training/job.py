@@ -37,7 +37,7 @@ from training.self_training import PseudoLabels, open_texts, pseudo_label
 from training.split import holdout_percent, split_for, text_key
 from training.store import RunState, TrainingRun
 from training.store.labels import log_seed
-from training.trainer import TrainConfig, Trainer
+from training.trainer import TrainConfig, Trainer, step_floor_sets_length
 from training.validation import Answers, decide, hits, lacking_evidence
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def continues_current(config: TrainConfig, samples: int, policy: str = "auto") -
     """
     if policy != "auto":
         return policy == "always"
-    return math.ceil(math.ceil(samples / config.batch_size) * config.epochs) < config.min_steps
+    return step_floor_sets_length(config, math.ceil(samples / config.batch_size))
 
 
 @dataclass
@@ -175,9 +175,12 @@ class TrainingJob:
         predictor = warm.predictor
         current = Answers(hits(predictor, validation.texts, validation.labels), warm.trained_on)
         names = [label.name for label in labels]
-        start = parent
-        if not continues_current(settings.train, len(train.texts), settings.train_warm_start):
-            start, warm = None, self._warm_model(labels, None, device)  # fresh LoRA and head
+        # `warm` is CURRENT, or already fresh (first run, or CURRENT did not fit).
+        if warm.warm_start and not continues_current(
+            settings.train, len(train.texts), settings.train_warm_start
+        ):
+            warm = self._warm_model(labels, None, device)  # fresh LoRA and head
+        start = warm.warm_start
         restart = lambda: self._warm_model(labels, start, device)  # noqa: E731
         warm, result, pseudo = self._train(warm, names, train, cursor, restart)
         predictor = warm.predictor

@@ -155,6 +155,11 @@ def fit_head(
         optimizer.step()
 
 
+def step_floor_sets_length(config: TrainConfig, per_epoch: int) -> bool:
+    """Whether `min_steps`, not `epochs`, sets the length of a run of `per_epoch` batches."""
+    return math.ceil(per_epoch * config.epochs) < config.min_steps
+
+
 def planned_steps(config: TrainConfig, per_epoch: int) -> int:
     """LoRA steps for a data set of `per_epoch` batches, within the configured bounds.
 
@@ -255,7 +260,7 @@ class Trainer:
         else:
             if config.max_steps and total == config.max_steps:
                 stopped_by = "max_steps"
-            elif total == config.min_steps > per_epoch * config.epochs:
+            elif total == config.min_steps and step_floor_sets_length(config, per_epoch):
                 stopped_by = "min_steps"
         self.model.eval()
         return TrainResult(
