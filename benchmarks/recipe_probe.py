@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -75,14 +76,33 @@ def main(argv: list[str] | None = None) -> None:
                              " --stream split, as a warm-started run does")  # fmt: skip
     parser.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
                         help="a TrainConfig field, e.g. epochs=5")  # fmt: skip
+    parser.add_argument(
+        "--student-set",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field of the student only",
+    )
+    parser.add_argument("--per-label-cap", type=int, default=0,
+                        help="self-training: at most the K most confident pseudo-labels a"
+                             " label (class-balanced selection); 0 = no cap")  # fmt: skip
+    parser.add_argument("--agree-lr", action="store_true",
+                        help="self-training: keep a pseudo-label only where a logistic"
+                             " regression on frozen base embeddings of the corrections"
+                             " agrees")  # fmt: skip
+    parser.add_argument("--per-label-share", type=float, default=0.0,
+                        help="self-training: cap a label's pseudo-labels at this share of"
+                             " --unlabeled / labels (overrides --per-label-cap)")  # fmt: skip
     args = parser.parse_args(argv)
     names = [label.name for label in read_labels(args.data)]
     train, test = load_split(args.data, "train"), load_split(args.data, "test")
     percent = args.validation_percent
-    unlabeled = []
+    unlabeled, truth = [], []
     if args.stream:
         train = train.shuffled(args.seed)
         unlabeled = train.texts[args.stream : args.stream + args.unlabeled]
+        truth = train.labels[args.stream : args.stream + args.unlabeled]
         train = train.take(range(min(args.stream, len(train.texts))))
         percent = holdout_percent(len(train.texts), args.validation_percent)
     keep = train.take(
@@ -90,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         if split_for(text_key(text), percent) == "train"
     )  # fmt: skip
     config = TrainConfig(**dict(args.set))
+    student = config.model_copy(update=dict(args.student_set))
+    cap = args.per_label_cap
+    if args.per_label_share and unlabeled:
+        cap = math.ceil(args.per_label_share * len(unlabeled) / len(names))
+    selection = {"truth": truth, "cap": cap, "student": student,
+                 "agree_lr": args.agree_lr}  # fmt: skip
     if args.teacher and args.stream:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
         teacher, tokenizer = fresh_model(names, config, args.base_model)
@@ -106,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         report["self_training"] = self_train(
             teacher, tokenizer, names, keep, unlabeled, test, config,
-            args.pseudo_threshold or 0.95, base_model=args.base_model,
+            args.pseudo_threshold or 0.95, base_model=args.base_model, **selection,
         )[2]  # fmt: skip
         print(json.dumps(report))
         return
@@ -134,11 +160,27 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):  # each round's student teaches the next
             model, tokenizer, found = self_train(
                 model, tokenizer, names, keep, unlabeled, test, config, args.pseudo_threshold,
-                args.continue_student, args.base_model,
+                args.continue_student, args.base_model, **selection,
             )  # fmt: skip
             report["self_training"].append(found)
             print(json.dumps(found), flush=True)
     print(json.dumps(report))
+
+
+def frozen_lr_labels(names, config, base_model, keep, texts) -> list[str]:
+    """The head-only baseline's labels for `texts`: logistic regression on frozen base
+    embeddings of the corrections (a second view of the data for pseudo-labels)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from benchmarks.bench_training import LR_C
+    from training.labels import Label
+    from training.predictor import Predictor
+
+    base, tokenizer = fresh_model(names, config, base_model)  # LoRA B = 0: the base encoder
+    predictor = Predictor(base, tokenizer, [Label(n) for n in names], device="cpu")
+    fit = LogisticRegression(C=LR_C, max_iter=5000)
+    fit.fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
+    return list(fit.predict(predictor.embeddings(texts).numpy()))
 
 
 def split_train(split, cursor: int, floor: float):
@@ -150,10 +192,24 @@ def split_train(split, cursor: int, floor: float):
 
 
 def self_train(
-    model, tokenizer, names, keep, unlabeled, test, config, threshold, go_on=False, base_model=""
+    model,
+    tokenizer,
+    names,
+    keep,
+    unlabeled,
+    test,
+    config,
+    threshold,
+    go_on=False,
+    base_model="",
+    truth=(),
+    cap=0,
+    student=None,
+    agree_lr=False,
 ) -> tuple:
     """Pseudo-label confident uncorrected texts, retrain from scratch on both, score:
-    (student, tokenizer, report)."""
+    (student, tokenizer, report). `truth` (the texts' real labels) only scores the
+    pseudo-labels; `cap` keeps a label's `cap` most confident; `student` its own config."""
     import torch
 
     from training.labels import Label
@@ -163,14 +219,35 @@ def self_train(
     probabilities = predictor.probabilities(unlabeled)
     confidence, best = probabilities.max(-1)
     chosen = torch.nonzero(confidence >= threshold).flatten().tolist()
+    if agree_lr:
+        second = frozen_lr_labels(names, config, base_model, keep, unlabeled)
+        chosen = [i for i in chosen if second[i] == names[best[i]]]
+    if cap:  # the most confident first, at most `cap` a label
+        taken: dict[int, int] = {}
+        capped = []
+        for i in sorted(chosen, key=lambda i: -confidence[i].item()):
+            label = int(best[i])
+            if taken.get(label, 0) < cap:
+                taken[label] = taken.get(label, 0) + 1
+                capped.append(i)
+        chosen = sorted(capped)
     texts = keep.texts + [unlabeled[i] for i in chosen]
     labels = keep.labels + [names[best[i]] for i in chosen]
+    per_label = torch.bincount(best[chosen], minlength=len(names)).tolist() if chosen else []
+    student = student or config
     if not go_on:
-        model, tokenizer = fresh_model(names, config, base_model)
+        model, tokenizer = fresh_model(names, student, base_model)
     started = time.perf_counter()
-    Trainer(model, tokenizer, names, config).train(texts, labels)
+    Trainer(model, tokenizer, names, student).train(texts, labels)
     return model, tokenizer, {"continued": go_on,
         "threshold": threshold, "unlabeled": len(unlabeled), "pseudo_labeled": len(chosen),
+        "cap": cap,
+        "student_set": {k: v for k, v in student.model_dump().items()
+                        if v != config.model_dump()[k]},
+        "pseudo_accuracy": round(sum(names[best[i]] == truth[i] for i in chosen)
+                                 / max(1, len(chosen)), 4) if truth else None,
+        "per_label_min_median_max": [min(per_label), sorted(per_label)[len(per_label) // 2],
+                                     max(per_label)] if per_label else None,
         "test_accuracy": round(test_accuracy(model, tokenizer, names, test.texts, test.labels), 4),
         "train_seconds": round(time.perf_counter() - started),
     }  # fmt: skip
