@@ -82,11 +82,16 @@ def test_accuracy(model, tokenizer, names, texts, labels, precision="auto") -> f
     return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
 
 
-def lr_accuracy(train_x, train_y, test_x, test_y, rows) -> float:
-    """Test accuracy of the head-only baseline fitted on `rows` of the train embeddings."""
+def lr_fit(train_x, train_y):
+    """The head-only baseline: logistic regression on frozen embeddings."""
     from sklearn.linear_model import LogisticRegression
 
-    fit = LogisticRegression(C=LR_C, max_iter=5000).fit(train_x[rows], train_y[rows])
+    return LogisticRegression(C=LR_C, max_iter=5000).fit(train_x, train_y)
+
+
+def lr_accuracy(train_x, train_y, test_x, test_y, rows) -> float:
+    """Test accuracy of the head-only baseline fitted on `rows` of the train embeddings."""
+    fit = lr_fit(train_x[rows], train_y[rows])
     return float((fit.predict(test_x) == test_y).mean())
 
 

@@ -23,9 +23,10 @@ import argparse
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
-from benchmarks.bench_training import fresh_model, test_accuracy
+from benchmarks.bench_training import fresh_model, lr_fit, test_accuracy
 from benchmarks.harness.data import DEFAULT_DATA, load_split, read_labels
 from training.split import holdout_percent, split_for, text_key
 from training.trainer import TrainConfig, Trainer
@@ -114,8 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     cap = args.per_label_cap
     if args.per_label_share and unlabeled:
         cap = math.ceil(args.per_label_share * len(unlabeled) / len(names))
-    selection = {"truth": truth, "cap": cap, "student": student,
-                 "agree_lr": args.agree_lr}  # fmt: skip
+    agree_with = None
+    if args.agree_lr and unlabeled:  # the base encoder is frozen: one fit serves every round
+        agree_with = frozen_lr_labels(names, config, args.base_model, keep, unlabeled)
+    selection = {"truth": truth, "cap": cap, "student": student, "agree_with": agree_with}
     if args.teacher and args.stream:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
         teacher, tokenizer = fresh_model(names, config, args.base_model)
@@ -168,18 +171,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def frozen_lr_labels(names, config, base_model, keep, texts) -> list[str]:
-    """The head-only baseline's labels for `texts`: logistic regression on frozen base
-    embeddings of the corrections (a second view of the data for pseudo-labels)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from benchmarks.bench_training import LR_C
+    """The head-only baseline's labels for `texts`, fitted on the corrections `keep`
+    (a second view of the data for pseudo-labels)."""
     from training.labels import Label
     from training.predictor import Predictor
 
     base, tokenizer = fresh_model(names, config, base_model)  # LoRA B = 0: the base encoder
     predictor = Predictor(base, tokenizer, [Label(n) for n in names], device="cpu")
-    fit = LogisticRegression(C=LR_C, max_iter=5000)
-    fit.fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
+    fit = lr_fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
     return list(fit.predict(predictor.embeddings(texts).numpy()))
 
 
@@ -205,11 +204,12 @@ def self_train(
     truth=(),
     cap=0,
     student=None,
-    agree_lr=False,
+    agree_with=None,
 ) -> tuple:
     """Pseudo-label confident uncorrected texts, retrain from scratch on both, score:
     (student, tokenizer, report). `truth` (the texts' real labels) only scores the
-    pseudo-labels; `cap` keeps a label's `cap` most confident; `student` its own config."""
+    pseudo-labels; `agree_with` keeps only texts it labels as the teacher does; `cap` keeps
+    a label's `cap` most confident; `student` its own config."""
     import torch
 
     from training.labels import Label
@@ -219,16 +219,14 @@ def self_train(
     probabilities = predictor.probabilities(unlabeled)
     confidence, best = probabilities.max(-1)
     chosen = torch.nonzero(confidence >= threshold).flatten().tolist()
-    if agree_lr:
-        second = frozen_lr_labels(names, config, base_model, keep, unlabeled)
-        chosen = [i for i in chosen if second[i] == names[best[i]]]
+    if agree_with:
+        chosen = [i for i in chosen if agree_with[i] == names[best[i]]]
     if cap:  # the most confident first, at most `cap` a label
-        taken: dict[int, int] = {}
+        taken = Counter()
         capped = []
         for i in sorted(chosen, key=lambda i: -confidence[i].item()):
-            label = int(best[i])
-            if taken.get(label, 0) < cap:
-                taken[label] = taken.get(label, 0) + 1
+            taken[int(best[i])] += 1
+            if taken[int(best[i])] <= cap:
                 capped.append(i)
         chosen = sorted(capped)
     texts = keep.texts + [unlabeled[i] for i in chosen]
@@ -242,8 +240,7 @@ def self_train(
     return model, tokenizer, {"continued": go_on,
         "threshold": threshold, "unlabeled": len(unlabeled), "pseudo_labeled": len(chosen),
         "cap": cap,
-        "student_set": {k: v for k, v in student.model_dump().items()
-                        if v != config.model_dump()[k]},
+        "student_set": dict(set(student.model_dump().items()) - set(config.model_dump().items())),
         "pseudo_accuracy": round(sum(names[best[i]] == truth[i] for i in chosen)
                                  / max(1, len(chosen)), 4) if truth else None,
         "per_label_min_median_max": [min(per_label), sorted(per_label)[len(per_label) // 2],
