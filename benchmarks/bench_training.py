@@ -74,10 +74,10 @@ def fresh_model(names: list[str], config: TrainConfig, base_model: str | None = 
     return model, tokenizer
 
 
-def test_accuracy(model, tokenizer, names, texts, labels, precision="auto") -> float:
+def test_accuracy(model, tokenizer, names, texts, labels, precision="auto", device="cpu") -> float:
     """Top-1 accuracy of `model` on `texts` (served precision by default)."""
     labels_ = [Label(n) for n in names]
-    predictor = Predictor(model, tokenizer, labels_, device="cpu", precision=precision)
+    predictor = Predictor(model, tokenizer, labels_, device=device, precision=precision)
     predicted = predictor.probabilities(texts).argmax(-1).tolist()
     return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
 

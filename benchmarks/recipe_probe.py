@@ -26,10 +26,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.bench_training import fresh_model, lr_fit, test_accuracy
+import benchmarks.bench_training as bench
+from benchmarks.bench_training import lr_fit
 from benchmarks.harness.data import DEFAULT_DATA, load_split, read_labels
+from training.predictor import resolve_device
 from training.split import holdout_percent, split_for, text_key
 from training.trainer import TrainConfig, Trainer
+
+DEVICE = "cpu"  # --device: every model of one probe lives there
 
 
 def setting(value: str) -> tuple[str, object]:
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
                              " while data is scarce); 0 = the whole train set")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the stream's order")
     parser.add_argument("--base-model", default="", help="LIVETUNE_BASE_MODEL (default embedded)")
+    parser.add_argument("--device", default="cpu",
+                        help="where every model trains and scores: cpu, cuda or auto (the"
+                             " training component runs without the service, so a GPU"
+                             " machine needs no bentoml)")  # fmt: skip
     parser.add_argument("--pseudo-threshold", type=float, default=0.0,
                         help="self-training: after training, label the stream's next"
                              " --unlabeled texts (uncorrected traffic) with the model's own"
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="self-training: cap a label's pseudo-labels at this share of"
                              " --unlabeled / labels (overrides --per-label-cap)")  # fmt: skip
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = str(resolve_device(args.device))
     names = [label.name for label in read_labels(args.data)]
     train, test = load_split(args.data, "train"), load_split(args.data, "test")
     percent = args.validation_percent
@@ -121,13 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     selection = {"truth": truth, "cap": cap, "student": student, "agree_with": agree_with}
     if args.teacher and args.stream:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
-        teacher, tokenizer = fresh_model(names, config, args.base_model)
+        teacher, tokenizer = fresh(names, config, args.base_model)
         Trainer(teacher, tokenizer, names, config).train(first.texts, first.labels)
         report = {
             "teacher": args.teacher,
             "teacher_samples": len(first.texts),
             "teacher_accuracy": round(
-                test_accuracy(teacher, tokenizer, names, test.texts, test.labels), 4
+                scored(teacher, tokenizer, names, test.texts, test.labels), 4
             ),
             "train_samples": len(keep.texts),
             "stream": args.stream,
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         )[2]  # fmt: skip
         print(json.dumps(report))
         return
-    model, tokenizer = fresh_model(names, config, args.base_model)
+    model, tokenizer = fresh(names, config, args.base_model)
     started = time.perf_counter()
     if args.warm_from and args.stream:
         first = split_train(
@@ -147,14 +157,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         Trainer(model, tokenizer, names, config).train(first.texts, first.labels)
         print(json.dumps({"warm_from": args.warm_from, "first_samples": len(first.texts),
-                          "first_accuracy": round(test_accuracy(
+                          "first_accuracy": round(scored(
                               model, tokenizer, names, test.texts, test.labels), 4)}))  # fmt: skip
     result = Trainer(model, tokenizer, names, config).train(keep.texts, keep.labels)
-    accuracy = test_accuracy(model, tokenizer, names, test.texts, test.labels)
+    accuracy = scored(model, tokenizer, names, test.texts, test.labels)
     report = {
         "validation_percent": round(percent, 2), "set": dict(args.set), "stream": args.stream,
         "train_samples": len(keep.texts), "test_accuracy": round(accuracy, 4),
-        "test_accuracy_fp32": round(test_accuracy(
+        "test_accuracy_fp32": round(scored(
             model, tokenizer, names, test.texts, test.labels, precision="fp32"), 4),
         "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
     }  # fmt: skip
@@ -170,14 +180,25 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report))
 
 
+def fresh(names, config, base_model):
+    """bench_training.fresh_model on this probe's device."""
+    model, tokenizer = bench.fresh_model(names, config, base_model)
+    return model.to(DEVICE), tokenizer
+
+
+def scored(model, tokenizer, names, texts, labels, precision="auto") -> float:
+    """bench_training.test_accuracy on this probe's device."""
+    return bench.test_accuracy(model, tokenizer, names, texts, labels, precision, DEVICE)
+
+
 def frozen_lr_labels(names, config, base_model, keep, texts) -> list[str]:
     """The head-only baseline's labels for `texts`, fitted on the corrections `keep`
     (a second view of the data for pseudo-labels)."""
     from training.labels import Label
     from training.predictor import Predictor
 
-    base, tokenizer = fresh_model(names, config, base_model)  # LoRA B = 0: the base encoder
-    predictor = Predictor(base, tokenizer, [Label(n) for n in names], device="cpu")
+    base, tokenizer = fresh(names, config, base_model)  # LoRA B = 0: the base encoder
+    predictor = Predictor(base, tokenizer, [Label(n) for n in names], device=DEVICE)
     fit = lr_fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
     return list(fit.predict(predictor.embeddings(texts).numpy()))
 
@@ -215,7 +236,7 @@ def self_train(
     from training.labels import Label
     from training.predictor import Predictor
 
-    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device="cpu")
+    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device=DEVICE)
     probabilities = predictor.probabilities(unlabeled)
     confidence, best = probabilities.max(-1)
     chosen = torch.nonzero(confidence >= threshold).flatten().tolist()
@@ -234,7 +255,7 @@ def self_train(
     per_label = torch.bincount(best[chosen], minlength=len(names)).tolist() if chosen else []
     student = student or config
     if not go_on:
-        model, tokenizer = fresh_model(names, student, base_model)
+        model, tokenizer = fresh(names, student, base_model)
     started = time.perf_counter()
     Trainer(model, tokenizer, names, student).train(texts, labels)
     return model, tokenizer, {"continued": go_on,
@@ -245,7 +266,7 @@ def self_train(
                                  / max(1, len(chosen)), 4) if truth else None,
         "per_label_min_median_max": [min(per_label), sorted(per_label)[len(per_label) // 2],
                                      max(per_label)] if per_label else None,
-        "test_accuracy": round(test_accuracy(model, tokenizer, names, test.texts, test.labels), 4),
+        "test_accuracy": round(scored(model, tokenizer, names, test.texts, test.labels), 4),
         "train_seconds": round(time.perf_counter() - started),
     }  # fmt: skip
 
