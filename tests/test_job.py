@@ -275,3 +275,23 @@ def test_pseudo_labels_skip_held_out_texts_and_keep_only_confident_ones(tiny_mod
     assert sure.texts == [t for t, p in zip(outside, probabilities.tolist()) if p >= cut]
     assert sure.pool == len(outside)
     assert pseudo_label(teacher, texts, threshold=1.01, holdout_percent=40).texts == []
+
+
+def test_a_gpu_run_sets_its_memory_share_on_an_indexed_device(job, monkeypatch):
+    """On the H200 a run with LIVETUNE_TRAIN_DEVICE=cuda failed before training: torch's
+    memory calls refuse a bare `cuda` device. No GPU here, so the CUDA calls are stubbed,
+    and the stub applies torch's own device-index check, the one that raised there."""
+    import torch
+    from torch.cuda._utils import _get_device_index
+
+    claimed = []
+
+    def set_fraction(fraction, device):
+        claimed.append((fraction, _get_device_index(device)))  # raises on a bare "cuda"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", set_fraction)
+    job.settings = job.settings.model_copy(update={"train_device": "cuda"})
+    assert job._claim_device() == torch.device("cuda", 0)
+    assert claimed == [(job.settings.train_gpu_memory_fraction, 0)]

@@ -251,6 +251,8 @@ class TrainingJob:
         if device.type == "cpu":  # serving keeps priority through the process's niceness
             threads.govern(cap=settings.train_threads)  # only the cores others leave free
         else:  # share the GPU with the serving workers within a set budget
+            if device.index is None:  # torch's memory calls refuse a bare "cuda"
+                device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_per_process_memory_fraction(settings.train_gpu_memory_fraction, device)
         return device
 
