@@ -247,6 +247,7 @@ def test_self_training_learns_uncorrected_served_texts_never_the_held_out_ones(
         # The teacher trained on the corrections first, then labeled what it was sure of.
         assert 0 < report["pseudo_labeled"] <= report["pool"]
         assert report["threshold"] == 0.5 and report["teacher_seconds"] > 0
+        assert report["rounds"] == 1
         assert run.state == "promoted", run.reason
         manifest = job.registry.get(run.candidate).manifest
         assert manifest["metrics"]["pseudo_labeled"] == report["pseudo_labeled"]
@@ -295,3 +296,30 @@ def test_a_gpu_run_sets_its_memory_share_on_an_indexed_device(job, monkeypatch):
     job.settings = job.settings.model_copy(update={"train_device": "cuda"})
     assert job._claim_device() == torch.device("cuda", 0)
     assert claimed == [(job.settings.train_gpu_memory_fraction, 0)]
+
+
+def test_each_self_training_round_s_student_teaches_the_next(tmp_path, tiny_model_dir, monkeypatch):
+    settings = tiny_job_settings(
+        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10,
+        self_training_threshold=0.5, self_training_rounds=2,
+    )  # fmt: skip
+    backends = open_backends(settings)
+    job = TrainingJob(backends, settings)
+    try:
+        samples = toy_samples(400)
+        add(job, samples[:240])
+        _serve(job, [text for text, _ in samples[240:]])
+        teachers, label = [], job._pseudo_labels
+        monkeypatch.setattr(
+            job, "_pseudo_labels", lambda teacher, cursor: teachers.append(teacher.model)
+            or label(teacher, cursor),
+        )  # fmt: skip
+        run = job.run("manual")
+        report = run.report["self_training"]
+        # The corrections' model labeled the texts, then the student it taught did.
+        assert report["rounds"] == 2 and len(teachers) == 2
+        assert teachers[0] is not teachers[1] and report["pseudo_labeled"] > 0
+        assert report["teacher_seconds"] > 0
+        assert run.state == "promoted", run.reason
+    finally:
+        backends.close()

@@ -208,21 +208,25 @@ class TrainingJob:
     def _train(self, warm: WarmModel, names, train: Feedback, cursor: int, restart):
         """Train `warm` on the corrections; with self-training, that model is the teacher
         of uncorrected texts it is sure of, and a student from the same start
-        (`restart()`) learns from both. (model, TrainResult, PseudoLabels)."""
+        (`restart()`) learns from both; each round's student teaches the next.
+        (model, TrainResult, PseudoLabels of the last student)."""
         config = self.settings.train
-        teacher = warm.predictor
-        result = Trainer(teacher.model, teacher.tokenizer, names, config).train(
+        result = Trainer(warm.predictor.model, warm.predictor.tokenizer, names, config).train(
             train.texts, train.labels
         )
-        pseudo = self._pseudo_labels(teacher, cursor)
-        if not pseudo.texts:
-            return warm, result, pseudo
-        pseudo.teacher_seconds = result.seconds
-        student = restart()
-        result = Trainer(student.predictor.model, student.predictor.tokenizer, names, config).train(
-            train.texts + pseudo.texts, train.labels + pseudo.labels
-        )
-        return student, result, pseudo
+        pseudo = PseudoLabels()
+        for done in range(self.settings.self_training_rounds):
+            found = self._pseudo_labels(warm.predictor, cursor)
+            if not found.texts:
+                return warm, result, pseudo if done else found
+            found.teacher_seconds = pseudo.teacher_seconds + result.seconds
+            found.rounds = done + 1
+            pseudo, warm = found, restart()
+            model, tokenizer = warm.predictor.model, warm.predictor.tokenizer
+            result = Trainer(model, tokenizer, names, config).train(
+                train.texts + pseudo.texts, train.labels + pseudo.labels
+            )
+        return warm, result, pseudo
 
     def _pseudo_labels(self, teacher: Predictor, cursor: int) -> PseudoLabels:
         """Uncorrected served texts `teacher` is sure of (training.self_training)."""

@@ -105,6 +105,15 @@ class JobSettings(CoreSettings):
             " probability is at least this (never texts held out for the gate). 0 = off."
         ),
     )
+    self_training_rounds: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description=(
+            "Self-training rounds: each round's student labels the uncorrected texts again"
+            " and teaches a fresh student. Each round is one more training of the run."
+        ),
+    )
     self_training_pool: int = Field(
         5_000,
         ge=0,

@@ -4,7 +4,8 @@ The service remembers every text it classifies (the prediction log the review qu
 most of them never get a correction. A run first trains on its corrections as always; that
 model (the teacher) labels the newest of those uncorrected texts, and the ones it gives at
 least `threshold` probability join the corrections to train the candidate (the student)
-again from the same start. Only the student meets the gate.
+again from the same start. With more than one round (`LIVETUNE_SELF_TRAINING_ROUNDS`)
+that student labels the texts again for the next. Only the last student meets the gate.
 
 What keeps it honest:
 - the teacher learned from this run's corrections: never the zero-shot head (sure of many
@@ -35,7 +36,8 @@ class PseudoLabels:
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     pool: int = 0  # uncorrected texts looked at (outside the held-out share)
-    teacher_seconds: float = 0.0  # training the teacher on the corrections alone
+    teacher_seconds: float = 0.0  # training the teachers (every round's but the last)
+    rounds: int = 0  # students trained; each round's student taught the next
 
     def report(self, threshold: float) -> dict:
         return {
@@ -43,6 +45,7 @@ class PseudoLabels:
             "pseudo_labeled": len(self.texts),
             "threshold": threshold,
             "teacher_seconds": round(self.teacher_seconds, 3),
+            "rounds": self.rounds,
         }
 
 
