@@ -63,21 +63,31 @@ def per_class(labels: list[str], k: int | None, seed: int = SEED) -> list[int]:
     return sorted(i for ids in by_label.values() for i in rng.sample(ids, min(k, len(ids))))
 
 
-def fresh_model(names: list[str], config: TrainConfig, base_model: str | None = None):
-    """Base encoder + zero-shot head + a fresh LoRA: what the first training run starts from."""
+def fresh_model(
+    names: list[str], config: TrainConfig, base_model: str | None = None, device: str = "cpu"
+):
+    """Base encoder + zero-shot head + a fresh LoRA: what the first training run starts
+    from, on `device`."""
     torch.manual_seed(SEED)
     encoder, tokenizer = load_encoder(base_model or None)
     model = TextClassifier(encoder, len(names))
     labels = [Label(n) for n in names]
     Predictor(model, tokenizer, labels, device="cpu").init_head_from_labels(DEFAULT_TEMPLATE)
     attach_lora(model, config)
-    return model, tokenizer
+    return model.to(device), tokenizer
 
 
-def test_accuracy(model, tokenizer, names, texts, labels, precision="auto", device="cpu") -> float:
-    """Top-1 accuracy of `model` on `texts` (served precision by default)."""
+def model_device(model) -> str:
+    """Where `model`'s weights are."""
+    return str(next(model.parameters()).device)
+
+
+def test_accuracy(model, tokenizer, names, texts, labels, precision="auto") -> float:
+    """Top-1 accuracy of `model` on `texts`, where the model is (served precision by default)."""
     labels_ = [Label(n) for n in names]
-    predictor = Predictor(model, tokenizer, labels_, device=device, precision=precision)
+    predictor = Predictor(
+        model, tokenizer, labels_, device=model_device(model), precision=precision
+    )
     predicted = predictor.probabilities(texts).argmax(-1).tolist()
     return sum(names[p] == y for p, y in zip(predicted, labels)) / len(labels)
 

@@ -26,14 +26,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import benchmarks.bench_training as bench
-from benchmarks.bench_training import lr_fit
+from benchmarks.bench_training import fresh_model, lr_fit, model_device, test_accuracy
 from benchmarks.harness.data import DEFAULT_DATA, load_split, read_labels
 from training.predictor import resolve_device
 from training.split import holdout_percent, split_for, text_key
 from training.trainer import TrainConfig, Trainer
-
-DEVICE = "cpu"  # --device: every model of one probe lives there
 
 
 def setting(value: str) -> tuple[str, object]:
@@ -104,8 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="self-training: cap a label's pseudo-labels at this share of"
                              " --unlabeled / labels (overrides --per-label-cap)")  # fmt: skip
     args = parser.parse_args(argv)
-    global DEVICE
-    DEVICE = str(resolve_device(args.device))
+    device = str(resolve_device(args.device))  # every model of the probe lives there
     names = [label.name for label in read_labels(args.data)]
     train, test = load_split(args.data, "train"), load_split(args.data, "test")
     percent = args.validation_percent
@@ -127,17 +123,17 @@ def main(argv: list[str] | None = None) -> None:
         cap = math.ceil(args.per_label_share * len(unlabeled) / len(names))
     agree_with = None
     if args.agree_lr and unlabeled:  # the base encoder is frozen: one fit serves every round
-        agree_with = frozen_lr_labels(names, config, args.base_model, keep, unlabeled)
+        agree_with = frozen_lr_labels(names, config, args.base_model, keep, unlabeled, device)
     selection = {"truth": truth, "cap": cap, "student": student, "agree_with": agree_with}
     if args.teacher and args.stream:
         first = split_train(train.take(range(args.teacher)), args.teacher, args.validation_percent)
-        teacher, tokenizer = fresh(names, config, args.base_model)
+        teacher, tokenizer = fresh_model(names, config, args.base_model, device)
         Trainer(teacher, tokenizer, names, config).train(first.texts, first.labels)
         report = {
             "teacher": args.teacher,
             "teacher_samples": len(first.texts),
             "teacher_accuracy": round(
-                scored(teacher, tokenizer, names, test.texts, test.labels), 4
+                test_accuracy(teacher, tokenizer, names, test.texts, test.labels), 4
             ),
             "train_samples": len(keep.texts),
             "stream": args.stream,
@@ -149,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         )[2]  # fmt: skip
         print(json.dumps(report))
         return
-    model, tokenizer = fresh(names, config, args.base_model)
+    model, tokenizer = fresh_model(names, config, args.base_model, device)
     started = time.perf_counter()
     if args.warm_from and args.stream:
         first = split_train(
@@ -157,14 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         Trainer(model, tokenizer, names, config).train(first.texts, first.labels)
         print(json.dumps({"warm_from": args.warm_from, "first_samples": len(first.texts),
-                          "first_accuracy": round(scored(
+                          "first_accuracy": round(test_accuracy(
                               model, tokenizer, names, test.texts, test.labels), 4)}))  # fmt: skip
     result = Trainer(model, tokenizer, names, config).train(keep.texts, keep.labels)
-    accuracy = scored(model, tokenizer, names, test.texts, test.labels)
+    accuracy = test_accuracy(model, tokenizer, names, test.texts, test.labels)
     report = {
         "validation_percent": round(percent, 2), "set": dict(args.set), "stream": args.stream,
         "train_samples": len(keep.texts), "test_accuracy": round(accuracy, 4),
-        "test_accuracy_fp32": round(scored(
+        "test_accuracy_fp32": round(test_accuracy(
             model, tokenizer, names, test.texts, test.labels, precision="fp32"), 4),
         "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
     }  # fmt: skip
@@ -180,25 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report))
 
 
-def fresh(names, config, base_model):
-    """bench_training.fresh_model on this probe's device."""
-    model, tokenizer = bench.fresh_model(names, config, base_model)
-    return model.to(DEVICE), tokenizer
-
-
-def scored(model, tokenizer, names, texts, labels, precision="auto") -> float:
-    """bench_training.test_accuracy on this probe's device."""
-    return bench.test_accuracy(model, tokenizer, names, texts, labels, precision, DEVICE)
-
-
-def frozen_lr_labels(names, config, base_model, keep, texts) -> list[str]:
+def frozen_lr_labels(names, config, base_model, keep, texts, device="cpu") -> list[str]:
     """The head-only baseline's labels for `texts`, fitted on the corrections `keep`
     (a second view of the data for pseudo-labels)."""
     from training.labels import Label
     from training.predictor import Predictor
 
-    base, tokenizer = fresh(names, config, base_model)  # LoRA B = 0: the base encoder
-    predictor = Predictor(base, tokenizer, [Label(n) for n in names], device=DEVICE)
+    # LoRA B = 0: the base encoder
+    base, tokenizer = fresh_model(names, config, base_model, device)
+    predictor = Predictor(base, tokenizer, [Label(n) for n in names], device=device)
     fit = lr_fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
     return list(fit.predict(predictor.embeddings(texts).numpy()))
 
@@ -236,7 +222,8 @@ def self_train(
     from training.labels import Label
     from training.predictor import Predictor
 
-    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device=DEVICE)
+    device = model_device(model)  # the student trains where the teacher did
+    predictor = Predictor(model, tokenizer, [Label(n) for n in names], device=device)
     probabilities = predictor.probabilities(unlabeled)
     confidence, best = probabilities.max(-1)
     chosen = torch.nonzero(confidence >= threshold).flatten().tolist()
@@ -255,7 +242,7 @@ def self_train(
     per_label = torch.bincount(best[chosen], minlength=len(names)).tolist() if chosen else []
     student = student or config
     if not go_on:
-        model, tokenizer = fresh(names, student, base_model)
+        model, tokenizer = fresh_model(names, student, base_model, device)
     started = time.perf_counter()
     Trainer(model, tokenizer, names, student).train(texts, labels)
     return model, tokenizer, {"continued": go_on,
@@ -266,7 +253,7 @@ def self_train(
                                  / max(1, len(chosen)), 4) if truth else None,
         "per_label_min_median_max": [min(per_label), sorted(per_label)[len(per_label) // 2],
                                      max(per_label)] if per_label else None,
-        "test_accuracy": round(scored(model, tokenizer, names, test.texts, test.labels), 4),
+        "test_accuracy": round(test_accuracy(model, tokenizer, names, test.texts, test.labels), 4),
         "train_seconds": round(time.perf_counter() - started),
     }  # fmt: skip
 

@@ -217,7 +217,7 @@ class TrainingJob:
         pseudo = PseudoLabels()
         for done in range(self.settings.self_training_rounds):
             found = self._pseudo_labels(warm.predictor, cursor)
-            if not found.texts:
+            if not found.texts:  # the last student stands; a first round still reports its pool
                 return warm, result, pseudo if done else found
             found.teacher_seconds = pseudo.teacher_seconds + result.seconds
             found.rounds = done + 1
@@ -255,8 +255,6 @@ class TrainingJob:
         if device.type == "cpu":  # serving keeps priority through the process's niceness
             threads.govern(cap=settings.train_threads)  # only the cores others leave free
         else:  # share the GPU with the serving workers within a set budget
-            if device.index is None:  # torch's memory calls refuse a bare "cuda"
-                device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_per_process_memory_fraction(settings.train_gpu_memory_fraction, device)
         return device
 

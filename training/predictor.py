@@ -27,11 +27,14 @@ class Prediction:
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when there is one."""
+    """`auto` picks CUDA when there is one; CUDA comes with its index (torch's memory
+    calls, such as the trainer's GPU share, refuse a bare `cuda`)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is cuda but torch sees no CUDA GPU (is the CPU build installed?)")
+    if device == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
 
 
