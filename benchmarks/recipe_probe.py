@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="self-training: keep a pseudo-label only where a logistic"
                              " regression on frozen base embeddings of the corrections"
                              " agrees")  # fmt: skip
+    parser.add_argument("--simcse-steps", type=int, default=0,
+                        help="contrastive adaptation first: this many unsupervised"
+                             " SimCSE steps (two dropout views of a text are a pair) on"
+                             " the LoRA weights, over the --unlabeled texts and the"
+                             " corrections")  # fmt: skip
+    parser.add_argument("--simcse-lr", type=float, default=1e-3)
     parser.add_argument("--per-label-share", type=float, default=0.0,
                         help="self-training: cap a label's pseudo-labels at this share of"
                              " --unlabeled / labels (overrides --per-label-cap)")  # fmt: skip
@@ -147,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     model, tokenizer = fresh_model(names, config, args.base_model, device)
     started = time.perf_counter()
+    adapted = {}
+    if args.simcse_steps:
+        adapted = simcse(model, tokenizer, unlabeled + keep.texts, args.simcse_steps,
+                         args.simcse_lr, config)  # fmt: skip
     if args.warm_from and args.stream:
         first = split_train(
             train.take(range(args.warm_from)), args.warm_from, args.validation_percent
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         "test_accuracy_fp32": round(test_accuracy(
             model, tokenizer, names, test.texts, test.labels, precision="fp32"), 4),
         "train_seconds": round(time.perf_counter() - started), "steps": result.steps,
+        **adapted,
     }  # fmt: skip
     if args.pseudo_threshold and unlabeled:
         report["self_training"] = []
@@ -187,6 +198,43 @@ def frozen_lr_labels(names, config, base_model, keep, texts, device="cpu") -> li
     predictor = Predictor(base, tokenizer, [Label(n) for n in names], device=device)
     fit = lr_fit(predictor.embeddings(keep.texts).numpy(), keep.labels)
     return list(fit.predict(predictor.embeddings(texts).numpy()))
+
+
+def simcse(model, tokenizer, texts, steps, learning_rate, config, batch_size=64, temperature=0.05):
+    """Unsupervised SimCSE (Gao et al. 2021) on the LoRA weights: each text's two dropout
+    views are a positive pair, the batch's other texts its negatives. A probe of
+    contrastive adaptation on the traffic (issue 17); not part of the service."""
+    import random
+
+    import torch
+    import torch.nn.functional as F
+
+    from training.predictor import autocast_dtype
+
+    pool = list(dict.fromkeys(texts))
+    params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay)
+    device = torch.device(model_device(model))
+    dtype = autocast_dtype(device, config.precision)
+    rng, losses, started = random.Random(config.seed), [], time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        texts_ = rng.sample(pool, min(batch_size, len(pool)))
+        batch = tokenizer(texts_, truncation=True, max_length=config.max_tokens, padding=True,
+                          return_tensors="pt")  # fmt: skip
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            first, second = model.embed(ids, mask).float(), model.embed(ids, mask).float()
+        pairs = torch.arange(len(ids), device=device)  # row i's positive is column i
+        loss = F.cross_entropy(first @ second.T / temperature, pairs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return {"simcse_steps": steps, "simcse_seconds": round(time.perf_counter() - started),
+            "simcse_loss_first_last": [round(sum(losses[:10]) / 10, 4),
+                                       round(sum(losses[-10:]) / 10, 4)]}  # fmt: skip
 
 
 def split_train(split, cursor: int, floor: float):
