@@ -12,7 +12,7 @@ import bentoml
 import torch
 from bentoml.exceptions import ServiceUnavailable
 
-from service import admin, metrics
+from service import admin, metrics, store_metrics
 from service.auth import BearerAuth
 from service.batching import Batcher, Overloaded
 from service.errors import error_response, unavailable
@@ -250,7 +250,9 @@ Livetune.add_asgi_middleware(
 Livetune.add_asgi_middleware(PlainPaths)
 Livetune.add_asgi_middleware(JSONBodies)
 Livetune.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-Livetune.add_asgi_middleware(metrics.RefreshOnScrape, online_window=settings.online_accuracy_window)
+Livetune.add_asgi_middleware(
+    store_metrics.RefreshOnScrape, online_window=settings.online_accuracy_window
+)
 Livetune.add_asgi_middleware(
     ModelGate, paths=NEEDS_MODEL, is_ready=model_ready, wait_s=READY_WAIT_S
 )

@@ -13,7 +13,7 @@ import threading
 import bentoml
 
 from service.logs import use_bentoml_logging
-from service.metrics import record_training_run
+from service.metrics import record_trainer_started, record_training_run
 from service.settings import ServiceSettings
 from training.job_settings import JobSettings
 from training.loop import TrainingLoop, job_from_settings, yield_cpu
@@ -49,6 +49,7 @@ class Trainer:
         targets = check_base_model(settings.base_model, train.target_modules, train.lora_layers)
         log.info("LoRA targets: %s", targets.describe())
         yield_cpu(settings.train_nice)  # this process only trains
+        record_trainer_started()
         self.loop = TrainingLoop(
             job_from_settings(settings), settings.train_poll_s, on_run=record_training_run
         )

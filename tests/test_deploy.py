@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from benchmarks.harness.server import ROOT
-from service import metrics
+from service import metrics, store_metrics
 
 DEPLOY = ROOT / "deploy"
 # BentoML's own request metrics, as scraped from a running server.
@@ -30,7 +30,8 @@ METRIC_NAME = re.compile(r"\b((?:livetune|bentoml)_[a-z0-9_]+|up)\b(?!\s*\()")
 
 def our_metrics() -> list:
     kinds = (Counter, Gauge, Histogram)
-    return [value for value in vars(metrics).values() if isinstance(value, kinds)]
+    values = [*vars(metrics).values(), *vars(store_metrics).values()]
+    return [value for value in values if isinstance(value, kinds)]
 
 
 def sample_names(metric) -> set[str]:

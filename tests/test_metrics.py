@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.harness.server import running_server, wait_until
-from service import metrics
+from service import metrics, store_metrics
 from tests.factories import TOY_LABELS, publish_adapter, tiny_training_env, toy_samples
 from training.registry import LocalRegistry
 from training.store import NewSample, SQLiteFeedbackStore
@@ -104,6 +104,35 @@ def traffic(served):
 
 def other_label(label: str) -> str:
     return next(name for name in TOY_LABELS if name != label)
+
+
+def pids(samples: dict, name: str) -> set[str]:
+    return {dict(key)["pid"] for (n, key) in samples if n == name}
+
+
+@pytest.mark.integration
+def test_known_series_exist_at_zero_right_after_start(served):
+    """Before any run or correction (this test runs first): rate() and increase() see a
+    series' first increment only if the series was scraped before it."""
+    base, _ = served
+    runs = "livetune_training_runs_total"
+    wait_until(lambda: any(name == runs for name, _ in scrape(base)))  # the Trainer is up
+
+    def check(samples):
+        for outcome in (outcome.value for outcome in metrics.OUTCOMES):
+            for name in (runs, "livetune_training_duration_seconds_count"):
+                assert samples.get((name, (("outcome", outcome),))) == 0, (name, outcome)
+        for agreed in metrics.AGREEMENT:
+            key = (("agreed", agreed), ("source", "unspecified"))
+            assert samples.get(("livetune_feedback_samples_total", key)) == 0, agreed
+        # The Trainer process has the per-worker gauges too, but no adapter: the per-worker
+        # panels keep the pids that serve one, as the API workers do.
+        workers = pids(samples, "livetune_adapter_info")
+        assert len(workers) == WORKERS
+        for name in ("livetune_requests_in_flight", "livetune_label_set_version"):
+            assert len(pids(samples, name) & workers) == WORKERS
+
+    scrapes_agree(base, check)
 
 
 @pytest.mark.integration
@@ -232,10 +261,12 @@ def test_store_gauges_are_read_from_the_store(tmp_path):
     store.start_run(
         trigger="samples", parent="v1", data_cursor=4, train_samples=4, validation_samples=0
     )
-    metrics.refresh_from_store(store, online_window=3)
+    store_metrics.refresh_from_store(store, online_window=3)
     promoted = store.runs(states=("promoted",))[0]
+    oldest_pending = store.oldest_sample_time(after_id=2)
     store.close()
     assert gauge("livetune_feedback_pending_samples") == 2  # after the promoted run's cursor
+    assert gauge("livetune_feedback_oldest_pending_timestamp_seconds") == oldest_pending > 0
     assert gauge("livetune_feedback_stored_samples") == 4
     assert gauge("livetune_online_accuracy_samples") == 3
     assert gauge("livetune_online_accuracy") == pytest.approx(1 / 3)  # t3:b, t2:a, t1:b
