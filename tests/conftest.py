@@ -142,3 +142,19 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """The URL of a fresh, empty database (a schema of the test's own) on the cluster."""
     return postgres_server.fresh_url()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_server(postgres_server):
+    """PgBouncer in transaction mode in front of the session's cluster (tests/pgbouncer.py);
+    skipped where PgBouncer is not installed, failed in CI."""
+    from tests import pgbouncer
+
+    with pgbouncer.bouncer(postgres_server, "transaction") as server:
+        yield server
+
+
+@pytest.fixture
+def pooled_url(pgbouncer_server) -> str:
+    """The URL of an empty database reached through PgBouncer in transaction mode."""
+    return pgbouncer_server.fresh_url()

@@ -118,6 +118,7 @@ def test_a_trainer_killed_mid_upload_leaves_current_whole_and_the_next_run_clean
         "LIVETUNE_STORE_URL": postgres_url,
         "LIVETUNE_ADAPTERS_URL": f"s3://{bucket}/livetune",
         "LIVETUNE_S3_ENDPOINT_URL": moto_server.url,
+        "LIVETUNE_RUN_LEASE_S": "2",  # the killed trainer's claim on runs lasts this long
     }
     assert cli(env, "import", str(write_toy_csv(tmp_path / "toy.csv"))).returncode == 0
     good = json.loads(cli(env, "run", "--once").stdout)
@@ -144,6 +145,7 @@ def test_a_trainer_killed_mid_upload_leaves_current_whole_and_the_next_run_clean
     assert current.strip() == good["candidate"] != half  # CURRENT still names a whole version
     listed = cli(env, "runs").stdout.splitlines()
     assert json.loads(listed[0])["state"] == "running"  # the killed run, as it died
+    time.sleep(2.5)  # the killed trainer's lease runs out (tests/test_lease.py)
     after = json.loads(cli(env, "run", "--once").stdout)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert not any(f"/versions/{half}/" in key for key in keys), "the half upload is still there"

@@ -1,12 +1,11 @@
 """The store contract on a real PostgreSQL, and what only that backend has: schema
-versions in the database, the run lock across hosts, outages of the server, NUL refusal."""
+versions in the database, outages of the server, NUL refusal. The run lock: test_lease.py;
+the same contract through PgBouncer: test_store_pooler.py."""
 
 from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,6 @@ import psycopg  # noqa: E402
 
 from tests import pg  # noqa: E402
 from tests.store_contract import StoreContract  # noqa: E402
-from training.locks import TrainingBusy  # noqa: E402
 from training.store import (  # noqa: E402
     NewerSchemaError,
     NewSample,
@@ -31,13 +29,6 @@ from training.store import (  # noqa: E402
 from training.store.postgres import PostgresStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HOLD_RUN_LOCK = """
-import sys, time
-from training.store.postgres import PostgresStore
-with PostgresStore(sys.argv[1]).run_lock():
-    print("locked", flush=True)
-    time.sleep(120)
-"""
 
 
 class TestPostgresStore(StoreContract):
@@ -115,6 +106,7 @@ def test_a_new_database_gets_every_table_at_the_latest_version(store, postgres_u
     expected = {"samples", "training_runs", "predictions", "workers", "schema_version"}
     expected |= {"labels", "label_set"}  # 2
     expected |= {"review_scores", "review_leases"}  # 3
+    expected |= {"leases"}  # 4
     assert {name for (name,) in tables} == expected
 
 
@@ -169,40 +161,6 @@ def test_a_failing_migration_leaves_the_database_as_it_was(store, postgres_url, 
         PostgresStore(postgres_url)
     assert query(postgres_url, "SELECT max(version) FROM schema_version") == [(len(broken_at),)]
     assert query(postgres_url, "SELECT to_regclass('half_done')") == [(None,)]
-
-
-# The run lock, across hosts.
-
-
-def test_the_run_lock_admits_one_holder_at_a_time(store, postgres_url):
-    other = PostgresStore(postgres_url)
-    with store.run_lock(), pytest.raises(TrainingBusy):
-        other.run_lock().__enter__()
-    with other.run_lock():
-        pass
-    other.close()
-
-
-def test_the_run_lock_is_released_when_its_holder_is_killed(store, postgres_url):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_RUN_LOCK, postgres_url], cwd=ROOT, stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(TrainingBusy):
-            store.run_lock().__enter__()
-    finally:
-        holder.kill()  # SIGKILL: no clean-up runs in the holder
-        holder.wait()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with store.run_lock():
-                break
-        except TrainingBusy:
-            assert time.monotonic() < deadline, "the dead holder's lock was never released"
-            time.sleep(0.1)
 
 
 def test_heartbeats_use_the_servers_clock(store, monkeypatch):

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 
-from training.locks import file_lock
+from training.locks import Held, file_lock
 from training.registry import AdapterStore, LocalRegistry
 from training.settings import CoreSettings
 from training.store import FeedbackStore, PredictionStore, SQLiteFeedbackStore
@@ -28,7 +28,7 @@ class Backends:
     store: FeedbackStore  # corrections, training runs and worker heartbeats
     predictions: PredictionStore  # the log of served predictions
     registry: AdapterStore
-    run_lock: Callable[[], AbstractContextManager[None]]  # raises TrainingBusy when held
+    run_lock: Callable[[], AbstractContextManager[Held]]  # raises TrainingBusy when held
 
     def close(self) -> None:
         self.store.close()
@@ -48,7 +48,9 @@ def open_store(settings: CoreSettings) -> FeedbackStore:
         return SQLiteFeedbackStore(settings.data_dir, **options)
     from training.store.postgres import PostgresStore
 
-    return PostgresStore(url, **options)
+    return PostgresStore(
+        url, prepare=settings.store_prepare, run_lease_s=settings.run_lease_s, **options
+    )
 
 
 def open_registry(settings: CoreSettings) -> AdapterStore:
@@ -70,7 +72,7 @@ def open_backends(settings: CoreSettings) -> Backends:
     store = open_store(settings)
     if isinstance(store, SQLiteFeedbackStore):  # one host: the kernel's file lock will do
         run_lock = partial(file_lock, settings.data_dir / LOCK_FILE)
-    else:  # across hosts: the database's advisory lock
+    else:  # across hosts: a lease row in the database
         run_lock = store.run_lock
     return Backends(
         store=store, predictions=store, registry=open_registry(settings), run_lock=run_lock

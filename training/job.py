@@ -29,6 +29,7 @@ from training.adapters import (
 from training.backends import Backends
 from training.job_settings import JobSettings
 from training.labels import Label
+from training.locks import Held
 from training.model import base_model_id
 from training.predictor import Predictor, resolve_device, zero_shot_predictor
 from training.registry import BASE, RegistryError
@@ -83,6 +84,7 @@ class TrainingJob:
         self.run_lock = backends.run_lock
         self.settings = settings
         self._seeded = False
+        self._held = Held()
 
     def due(self, now: float | None = None) -> str | None:
         """Why a run should start now ("samples" or "interval"), or None."""
@@ -102,7 +104,8 @@ class TrainingJob:
 
     def run(self, trigger: str = "manual") -> TrainingRun:
         """Train, validate and publish-or-reject once; TrainingBusy if a run is under way."""
-        with self.run_lock():
+        with self.run_lock() as held:
+            self._held = held  # confirmed before CURRENT moves: a lease can be lost
             interrupted = self.store.fail_interrupted_runs("interrupted: the trainer process died")
             if interrupted:
                 log.warning("marked %d interrupted training run(s) failed", interrupted)
@@ -315,6 +318,7 @@ class TrainingJob:
         with self.registry.staging() as folder:
             save_adapter(warm.predictor.model, names, folder)
             self.registry.publish(folder, version, manifest)
+        self._held.confirm()  # LeaseLost: another trainer may have taken over; fail the run
         self.registry.activate(version)
         self.registry.prune(spare=self._served_versions())
         return version

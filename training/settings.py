@@ -91,6 +91,19 @@ class CoreSettings(BaseSettings):
         " files in the data directory; `postgresql://user:password@host:5432/db` = PostgreSQL"
         " (never printed).",
     )
+    store_prepare: bool = Field(
+        False,
+        description="Let psycopg prepare repeated statements on the PostgreSQL server: only"
+        " for a direct connection or a pooler in session mode; false (no prepared statements)"
+        " works behind any pooler, PgBouncer in transaction mode included. A"
+        " `prepare_threshold=N|none` parameter in the store URL overrides it.",
+    )
+    run_lease_s: float = Field(
+        60.0,
+        ge=1,
+        description="PostgreSQL store: a training run's claim lasts this long unless its"
+        " trainer renews it (every third of it); a trainer that dies frees the claim after it.",
+    )
     adapters_url: str = Field(
         "",
         description="Where adapters and CURRENT live: empty = the data directory;"

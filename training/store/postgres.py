@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 
 from psycopg.types.json import Jsonb
 
-from training.locks import TrainingBusy
 from training.store import policy, postgres_rows
 from training.store import queries as q
 from training.store.base import ComposedStore
 from training.store.labels import LabelWriter
+from training.store.postgres_lease import Lease
+from training.store.postgres_lease import held as lease_held
 from training.store.postgres_pool import Database, refuse_nul
 from training.store.postgres_predictions import PostgresPredictionLog
-from training.store.postgres_schema import RUN_LOCK, SAMPLES_LOCK
+from training.store.postgres_schema import SAMPLES_LOCK
 from training.store.postgres_workers import PostgresWorkers
 from training.store.queries import SQLReads, SQLSampleWriter
 from training.store.records import (
@@ -32,6 +33,9 @@ from training.store.records import (
     RunState,
     TrainingRun,
 )
+
+# The training run's lease: its row's name in the leases table.
+RUN_LEASE = "training-run"
 
 
 class PostgresStore(SQLReads, ComposedStore):
@@ -46,9 +50,12 @@ class PostgresStore(SQLReads, ComposedStore):
         prediction_max_age_s: float = 7 * 24 * 3600,
         pool_max_size: int = 4,
         timeout_s: float = 5.0,
+        prepare: bool = False,
+        run_lease_s: float = 60.0,
     ):
         self.validation_percent = validation_percent
-        self.db = Database(url, max_size=pool_max_size, timeout_s=timeout_s)
+        self.run_lease_s = run_lease_s
+        self.db = Database(url, max_size=pool_max_size, timeout_s=timeout_s, prepare=prepare)
         self._predictions = PostgresPredictionLog(
             self.db, max_count=prediction_max_count, max_age_s=prediction_max_age_s
         )
@@ -125,21 +132,12 @@ class PostgresStore(SQLReads, ComposedStore):
                 (RunState.FAILED.value, reason, time.time(), RunState.RUNNING.value),
             ).rowcount
 
-    @contextmanager
-    def run_lock(self) -> Iterator[None]:
+    def run_lock(self) -> AbstractContextManager[Lease]:
         """One training run at a time across every host; TrainingBusy when another holds it.
 
-        A session-level advisory lock on a connection of its own, held for the whole run:
-        when the trainer dies, its connection goes and the server releases the lock."""
-        with self.db.dedicated() as conn:
-            # A trainer host that vanishes (power, network) closes no socket: make the
-            # server probe this one, so its lock is freed in about a minute, not 2 hours.
-            for setting in ("idle = 30", "interval = 10", "count = 3"):
-                conn.execute(f"SET tcp_keepalives_{setting}")
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()[0]
-            if not taken:
-                raise TrainingBusy("a training run is already in progress (on some host)")
-            yield
+        A lease row renewed while the run lives (training/store/postgres_lease.py): a
+        trainer that dies releases its claim `run_lease_s` later, through any pooler."""
+        return lease_held(self.db, RUN_LEASE, self.run_lease_s)
 
     # Dump and restore, for `copy.copy_store`.
     def dump_rows(self, table: str) -> Iterator[tuple]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -17,6 +18,42 @@ from training.store.postgres_schema import migrate
 # Added to the URL unless it sets them: fail a connection attempt to a host that drops
 # packets within seconds, and show up in pg_stat_activity under a recognisable name.
 CONNECT_DEFAULTS = {"connect_timeout": "5", "application_name": "livetune"}
+# psycopg's own default: a statement is prepared on the server at its 5th execution.
+DEFAULT_PREPARE_THRESHOLD = 5
+
+
+def split_prepare(url: str, prepare: bool) -> tuple[str, int | None]:
+    """(the URL for libpq, psycopg's prepare_threshold).
+
+    Server-side prepared statements live on one server connection, and a pooler in
+    transaction mode hands the next transaction another one ("prepared statement _pg3_0
+    already exists", or "does not exist"): so none unless `prepare` says no pooler sits in
+    between. A `prepare_threshold` URL parameter (a count, or `none`) overrides it; libpq
+    does not know it, so it is taken out of the URL before libpq parses the rest.
+    """
+    threshold = DEFAULT_PREPARE_THRESHOLD if prepare else None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    rest = [(key, value) for key, value in query if key != "prepare_threshold"]
+    for key, value in query:
+        if key == "prepare_threshold":
+            threshold = parse_threshold(value)
+    return urlunsplit(parts._replace(query=urlencode(rest))), threshold
+
+
+def parse_threshold(value: str) -> int | None:
+    if value.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        threshold = int(value)
+    except ValueError:
+        threshold = -1
+    if threshold < 0:
+        raise ValueError(
+            f"prepare_threshold={value!r} in the store URL: use a count of executions before"
+            " a statement is prepared (0 = at once) or `none` (never, for a pooler)"
+        )
+    return threshold
 
 
 def describe(params: Mapping[str, str]) -> str:
@@ -46,10 +83,23 @@ class Database:
     """A psycopg pool (autocommit connections, checked before use) and its error handling.
 
     Each API worker process holds its own pool, so keep it small: replicas x workers x
-    max_size must stay under the server's max_connections.
+    max_size must stay under the server's max_connections (or the pooler's).
+
+    Nothing here relies on a session outliving a transaction (no SET but SET LOCAL, no
+    session advisory lock, no prepared statement unless `prepare`), so the same code runs
+    directly and behind PgBouncer in session or transaction mode.
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout_s: float = 5.0,
+        prepare: bool = False,
+    ):
+        url, self.prepare_threshold = split_prepare(url, prepare)
         params = conninfo_to_dict(url)
         self._down: str | None = None  # why the server is taken for down, None = it is up
         self.where = describe(params)
@@ -67,7 +117,7 @@ class Database:
             self.conninfo,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold},
             check=ConnectionPool.check_connection,
             timeout=timeout_s,
             reconnect_timeout=timeout_s,
@@ -132,7 +182,12 @@ class Database:
     @contextmanager
     def dedicated(self) -> Iterator[psycopg.Connection]:
         """A connection of its own, outside the pool, closed when the block ends."""
-        with self.unavailable(), psycopg.connect(self.conninfo, autocommit=True) as conn:
+        with (
+            self.unavailable(),
+            psycopg.connect(
+                self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold
+            ) as conn,
+        ):
             yield conn
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from training.store.base import NewerSchemaError
 # different versions must agree on them).
 MIGRATE_LOCK = 7_271_001
 SAMPLES_LOCK = 7_271_002
-RUN_LOCK = 7_271_003
+RUN_LOCK = 7_271_003  # retired: the run lock is a lease row now (postgres_lease.py)
 
 # MIGRATIONS[i] takes a database from version i to i + 1. Never edit a released one:
 # append a new one (add a column, a table, an index, copy rows), and never drop data,
@@ -112,6 +112,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
     prediction_id TEXT NOT NULL,
     reviewer TEXT NOT NULL,
     leased_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+)""",
+    ),
+    # 4: leases (training/store/postgres_lease.py): the training run's claim, which works
+    # behind a pooler in transaction mode where a session advisory lock does not.
+    (
+        """CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    acquired_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 )""",
     ),
