@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ from tests.factories import TINY_TRAIN, tiny_job_settings, toy_samples
 from training.backends import open_backends
 from training.job import TrainingJob, continues_current
 from training.labels import Label
-from training.locks import TrainingBusy
+from training.locks import Held, LeaseLost, TrainingBusy
 from training.split import holdout_percent, split_for, text_key
 from training.store import NewSample, PredictionRecord
 from training.trainer import TrainConfig
@@ -53,6 +54,18 @@ def test_a_run_on_a_learnable_task_is_promoted_with_its_evidence(job):
     counts = manifest["metrics"]["label_counts"]  # what GET /labels calls `trained`
     assert sum(counts.values()) == run.train_samples and set(counts) == set(TOY_LABELS)
     assert run.train_samples + run.validation_samples == 240
+
+
+def test_a_run_whose_lease_was_lost_fails_and_leaves_current_alone(job):
+    class Lost(Held):
+        def confirm(self) -> None:  # what the PostgreSQL lease says once another took over
+            raise LeaseLost("the 'training-run' lease expired")
+
+    job.run_lock = contextlib.contextmanager(lambda: (yield Lost()))
+    add(job, toy_samples(240))
+    run = job.run("manual")
+    assert run.state == "failed" and "LeaseLost" in run.reason
+    assert job.registry.current() is None  # still the zero-shot model: CURRENT never moved
 
 
 @pytest.mark.parametrize("warm_start", ["auto", "always"])

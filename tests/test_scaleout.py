@@ -8,6 +8,7 @@ real PostgreSQL server (tests/pg.py) and a real S3 endpoint (moto's server, test
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import pytest
 from benchmarks.harness.server import (
     ROOT,
     kill_server,
+    log_tail,
     own_env,
     running_server,
     server_processes,
@@ -29,6 +31,9 @@ from tests.factories import TOY_LABELS, tiny_training_env, toy_samples
 from tests.s3 import DUMMY_AWS, new_bucket, use_dummy_credentials
 
 pytestmark = pytest.mark.integration
+# A logged error or a traceback; the refusal of a second trainer ("already in progress",
+# logged as a warning) is expected.
+ERROR_LINE = re.compile(r"^.*(?:\bERROR\b|Traceback|psycopg\.errors).*$", re.MULTILINE)
 
 
 def shared_env(tiny_model_dir, store_url: str, moto_url: str, bucket: str) -> dict[str, str]:
@@ -45,15 +50,22 @@ def shared_env(tiny_model_dir, store_url: str, moto_url: str, bucket: str) -> di
 
 
 def trainer(env: dict, data_dir: Path, *args: str) -> subprocess.Popen:
-    """`python -m training run ARGS` as the trainer host runs it, with a cache of its own."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "training", "run", *args],
-        cwd=ROOT,
-        env=own_env(**env, LIVETUNE_DATA_DIR=str(data_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """`python -m training run ARGS` as the trainer host runs it, with a cache of its own;
+    its log (stderr) goes to `trainer_log(data_dir)`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(trainer_log(data_dir), "a") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "training", "run", *args],
+            cwd=ROOT,
+            env=own_env(**env, LIVETUNE_DATA_DIR=str(data_dir)),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+
+
+def trainer_log(data_dir: Path) -> Path:
+    return data_dir.parent / f"{data_dir.name}.log"
 
 
 def served_version(base: str) -> str:
@@ -75,12 +87,15 @@ def dummy_aws():
         yield
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory, tiny_model_dir, postgres_server, moto_server):
-    """Two replicas (A, B) on one fresh database and one fresh bucket, and their env."""
-    env = shared_env(
-        tiny_model_dir, postgres_server.fresh_url(), moto_server.url, new_bucket(moto_server.url)
-    )
+@pytest.fixture(scope="module", params=["direct", "pgbouncer"])
+def replicas(request, tmp_path_factory, tiny_model_dir, postgres_server, moto_server):
+    """Two replicas (A, B) on one fresh database and one fresh bucket, and their env; the
+    database reached directly, then through PgBouncer in transaction mode."""
+    if request.param == "direct":
+        store_url = postgres_server.fresh_url()
+    else:
+        store_url = request.getfixturevalue("pgbouncer_server").fresh_url()
+    env = shared_env(tiny_model_dir, store_url, moto_server.url, new_bucket(moto_server.url))
     folder = tmp_path_factory.mktemp("scaleout")
     with (
         running_server(folder / "a", **env) as a,
@@ -96,6 +111,19 @@ def test_a_prediction_served_by_one_replica_is_corrected_through_the_other(repli
     response = httpx.post(f"{b.base}/feedback", json={"samples": [correction]}, timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["stored"] == 1
+
+
+def test_every_prediction_id_either_replica_served_is_usable_on_the_other(replicas):
+    a, b, env, _ = replicas
+    with httpx.Client(timeout=30) as client:
+        for i in range(30):  # the report: 3 of 26 ids were unknown through the pooler
+            served, corrects = (a, b) if i % 2 else (b, a)
+            [answer] = client.post(f"{served.base}/predict", json={"texts": [f"id {i}"]}).json()
+            correction = {"prediction_id": answer["prediction_id"], "label": TOY_LABELS[i % 3]}
+            response = client.post(f"{corrects.base}/feedback", json={"samples": [correction]})
+            assert response.status_code == 200, (i, response.text)
+    stored = stored_texts(env["LIVETUNE_STORE_URL"])
+    assert all(f"id {i}" in stored for i in range(30))
 
 
 def test_status_on_either_replica_lists_both_replicas_workers(replicas):
@@ -118,8 +146,8 @@ def test_the_trainer_on_its_own_host_promotes_and_both_replicas_follow(replicas)
     assert send(a.base, samples[:120]).status_code == 200
     assert send(b.base, samples[120:]).status_code == 200
     run = trainer(env, folder / "trainer", "--once")
-    out, err = run.communicate(timeout=600)
-    assert run.returncode == 0, err[-3000:]
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, log_tail(trainer_log(folder / "trainer"), 60)
     assert '"state": "promoted"' in out, out
     version = httpx.get(f"{a.base}/status", timeout=10).json()["active_adapter"]
     assert version.startswith("v")
@@ -139,10 +167,22 @@ def test_two_trainers_at_once_never_run_together(replicas):
     a, _, env, folder = replicas
     assert send(a.base, toy_samples(60, seed=7)).status_code == 200
     runs = [trainer(env, folder / f"trainer-{i}", "--once") for i in range(2)]
-    results = [(r.wait(timeout=600), r.stdout.read(), r.stderr.read()) for r in runs]
+    results = [
+        (r.wait(timeout=600), r.stdout.read(), trainer_log(folder / f"trainer-{i}").read_text())
+        for i, r in enumerate(runs)
+    ]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 3], results  # 3: "a training run is already in progress"
     assert any("already in progress" in err for _, _, err in results)
+
+
+def test_no_replica_or_trainer_logged_an_error(replicas):
+    """Last of the module's tests on `replicas`: what they did left no error behind (the
+    report: prepared-statement errors from the follower, heartbeats and the trainer)."""
+    a, b, _, folder = replicas
+    for log in (a.log, b.log, *folder.glob("trainer*.log")):
+        text = log.read_text(errors="replace")
+        assert not ERROR_LINE.findall(text), f"{log}:\n{log_tail(log)}"
 
 
 def stream(base: str, prefix: str, acknowledged: dict, stop: threading.Event, statuses: list):
