@@ -10,7 +10,9 @@ One run prints, side by side:
 
 With --store postgresql://... the same figures are measured on SQLite and then on that
 PostgreSQL database (the prediction log there too), and printed side by side; the
-batched target then applies to PostgreSQL. With --adapters-url s3://bucket/prefix as well,
+batched target then applies to PostgreSQL. With --pooled-store as well, once more on
+another database reached through a pooler (PgBouncer in transaction mode), with the
+ratio of the pooled to the direct rates. With --adapters-url s3://bucket/prefix as well,
 the follow time of two replicas on that store and bucket is measured after them
 (benchmarks/bench_scaleout.py). Both must be disposable: an empty database or schema
 (the run stores its samples there and refuses one that holds corrections already) and a
@@ -21,6 +23,7 @@ Data: Banking77, Casanueva et al. 2020, CC-BY-4.0, read in place from --data.
 Usage, from the repository root:
     .venv/bin/python -m benchmarks.bench_feedback --data ../shared/data/banking77 [--quick]
     .venv/bin/python -m benchmarks.bench_feedback --store postgresql://user:pw@host/db \\
+        [--pooled-store postgresql://user:pw@pooler:6432/db2] \\
         [--adapters-url s3://bucket/prefix --s3-endpoint-url URL] [--quick]
 """
 
@@ -41,6 +44,7 @@ from benchmarks.harness.server import running_server
 
 DEFAULT_OUT = RESULTS / "feedback.json"
 BACKENDS_OUT = RESULTS / "feedback_backends.json"  # with --store
+COLUMNS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "pgbouncer": "PostgreSQL via pooler"}
 TARGET_BATCHED = 2_000.0
 TARGET_LOGGING_COST = 0.05
 
@@ -127,11 +131,13 @@ def logging_cost(results: dict) -> float:
     return 1 - results["predict"]["with_logging"] / results["predict"]["without_logging"]
 
 
-def side_by_side(sqlite: dict, postgres: dict) -> str:
-    """SQLite beside PostgreSQL; the targets are PostgreSQL's."""
+def side_by_side(results: dict[str, dict]) -> str:
+    """SQLite beside PostgreSQL (and PostgreSQL through a pooler, with the ratio of the
+    pooled to the direct figure); the targets apply to every PostgreSQL column."""
+    names = [name for name in COLUMNS if name in results]
 
     def each(show) -> tuple:
-        return tuple(show(results) for results in (sqlite, postgres))
+        return tuple(show(results[name]) for name in names)
 
     def stored(key: str) -> tuple:
         return each(lambda r: f"{r[key]['samples_per_s']:,.0f} samples/s")
@@ -139,8 +145,9 @@ def side_by_side(sqlite: dict, postgres: dict) -> str:
     def predict(key: str) -> tuple:
         return each(lambda r: f"{r['predict'][key]:,.1f} texts/s")
 
-    batched_ok = postgres["batched_100"]["samples_per_s"] >= TARGET_BATCHED
-    cost_ok = logging_cost(postgres) <= TARGET_LOGGING_COST
+    postgres = [results[name] for name in names if name != "sqlite"]
+    batched_ok = all(r["batched_100"]["samples_per_s"] >= TARGET_BATCHED for r in postgres)
+    cost_ok = all(logging_cost(r) <= TARGET_LOGGING_COST for r in postgres)
     rows = [
         ("/feedback, 1 sample per call", *stored("single"), ""),
         ("/feedback, 100 samples per call", *stored("batched_100"), f">= 2,000: {met(batched_ok)}"),
@@ -153,7 +160,13 @@ def side_by_side(sqlite: dict, postgres: dict) -> str:
         ),
         ("errors", *each(lambda r: r["single"]["errors"] + r["batched_100"]["errors"]), "0"),
     ]
-    return table(("figure", "SQLite", "PostgreSQL", "target (PostgreSQL)"), rows)
+    if "pgbouncer" in results:
+        direct, pooled = results["postgresql"], results["pgbouncer"]
+        for key, label in (("single", "1 sample"), ("batched_100", "100 samples")):
+            ratio = pooled[key]["samples_per_s"] / direct[key]["samples_per_s"]
+            rows.append((f"pooled / direct, {label} per call", *["" for _ in names[:-1]],
+                         f"{ratio:.2f}x", ""))  # fmt: skip
+    return table(("figure", *(COLUMNS[name] for name in names), "target (PostgreSQL)"), rows)
 
 
 def check_empty(url: str) -> None:
@@ -170,11 +183,16 @@ def check_empty(url: str) -> None:
 
 
 def on_backends(args, rows: Split) -> dict:
-    """SQLite, then the PostgreSQL database, then (given a bucket) the follow time."""
-    check_empty(args.store)
+    """SQLite, then the PostgreSQL database (then the pooled one), then (given a bucket)
+    the follow time."""
+    backends = [("sqlite", ""), ("postgresql", args.store)]
+    if args.pooled_store:
+        backends.append(("pgbouncer", args.pooled_store))
+    for _, url in backends[1:]:
+        check_empty(url)
     results = {}
     with tempfile.TemporaryDirectory(prefix="livetune-bench-") as scratch:
-        for name, url in (("sqlite", ""), ("postgresql", args.store)):
+        for name, url in backends:
             say(f"measuring on {name}")
             results[name] = measure(args, rows, Path(scratch) / name, url)
     if args.adapters_url:
@@ -199,16 +217,23 @@ def main(argv: list[str] | None = None) -> None:
         help="postgresql://user:password@host:5432/db of an empty, disposable database (or"
         " schema, via ?options=-csearch_path%%3D...): also measure there, beside SQLite",
     )
+    parser.add_argument(
+        "--pooled-store",
+        help="postgresql://... of another empty, disposable database reached through a pooler"
+        " (PgBouncer in transaction mode): also measure there, beside the direct --store",
+    )
     bench_scaleout.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.adapters_url and not args.store:
         parser.error("--adapters-url needs --store: the replicas share both")
+    if args.pooled_store and not args.store:
+        parser.error("--pooled-store needs --store: the pooled figures sit beside the direct")
     args.samples, args.rounds, args.seconds = (2_000, 2, 4.0) if args.quick else (20_000, 4, 10.0)
     rows = load_split(args.data, "train")
     if args.store:
         results = on_backends(args, rows)
         write_json(args.out or BACKENDS_OUT, results)
-        print(side_by_side(results["sqlite"], results["postgresql"]))
+        print(side_by_side(results))
         if "follow" in results:
             print("\n" + bench_scaleout.report(results["follow"]))
         return

@@ -40,10 +40,13 @@ def find_binary() -> str | None:
 class Bouncer:
     """One PgBouncer process pooling every database of `cluster` under one login."""
 
-    def __init__(self, binary: str, cluster: pg.Cluster, mode: str = "transaction"):
+    def __init__(
+        self, binary: str, cluster: pg.Cluster, mode: str = "transaction", pool_size: int = 0
+    ):
         self.binary = binary
         self.cluster = cluster
         self.mode = mode
+        self.pool_size = pool_size or POOL_SIZE[mode]
         self.root = Path(tempfile.mkdtemp(prefix="livetune-pgbouncer-"))
         self.log = self.root / "pgbouncer.log"
         self.port = free_port()
@@ -59,7 +62,7 @@ class Bouncer:
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = scram-sha-256\nauth_file = {self.root / 'userlist.txt'}\n"
-            f"pool_mode = {self.mode}\ndefault_pool_size = {POOL_SIZE[self.mode]}\n"
+            f"pool_mode = {self.mode}\ndefault_pool_size = {self.pool_size}\n"
             # The cluster's 100 connections are shared by every test: give idle ones back.
             "server_idle_timeout = 2\n"
             f"max_client_conn = 1000\nlogfile = {self.log}\n"
@@ -114,12 +117,15 @@ class Bouncer:
 
 
 @contextmanager
-def bouncer(cluster: pg.Cluster, mode: str = "transaction") -> Iterator[Bouncer]:
-    """A started PgBouncer in front of `cluster`, stopped on the way out."""
+def bouncer(
+    cluster: pg.Cluster, mode: str = "transaction", pool_size: int = 0
+) -> Iterator[Bouncer]:
+    """A started PgBouncer in front of `cluster`, stopped on the way out (`pool_size`
+    server connections per pool: 0 = the tests' POOL_SIZE for `mode`)."""
     binary = find_binary()
     if binary is None:
         pg.unavailable("no pgbouncer binary (apt-get install pgbouncer)")
-    server = Bouncer(binary, cluster, mode)
+    server = Bouncer(binary, cluster, mode, pool_size)
     cluster.admin(f"CREATE DATABASE {server.database}")
     try:
         yield server.start()
