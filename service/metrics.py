@@ -16,7 +16,17 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from training.store import NewSample, RunState, TrainingRun
+# The run metrics live with the trainer loop (it also runs without BentoML); exported here
+# too, so this module lists every metric the service serves.
+from training.metrics import (  # noqa: F401
+    OUTCOMES,
+    TRAINING_BUCKETS,
+    TRAINING_RUNS,
+    TRAINING_SECONDS,
+    record_trainer_started,
+    record_training_run,
+)
+from training.store import NewSample
 
 METRICS_PATH = "/metrics"
 MAX_SOURCES = 32  # distinct feedback `source` values kept as label values; others are "other"
@@ -24,9 +34,6 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 SWAP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-TRAINING_BUCKETS = (10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200)
-
-OUTCOMES = (RunState.PROMOTED, RunState.REJECTED, RunState.FAILED)  # of a finished run
 AGREEMENT = ("true", "false", "unknown")  # of a correction with its served prediction
 
 PREDICTIONS = Counter(
@@ -86,15 +93,6 @@ LABEL_SET_VERSION = Gauge(
     "livetune_label_set_version",
     "The label-set version a worker serves; every change adds one.",
     multiprocess_mode="liveall",  # one series per live worker: shows convergence
-)
-TRAINING_RUNS = Counter(
-    "livetune_training_runs", "Training runs finished by the Trainer, by outcome.", ["outcome"]
-)
-TRAINING_SECONDS = Histogram(
-    "livetune_training_duration_seconds",
-    "Wall time of a training run, by outcome.",
-    ["outcome"],
-    buckets=TRAINING_BUCKETS,
 )
 REVIEW_SERVED = Counter(
     "livetune_review_items_served", "Items GET /review handed out, each leased to a reviewer."
@@ -183,26 +181,6 @@ def record_label_set(version: int) -> None:
 
 def record_review_served(count: int) -> None:
     REVIEW_SERVED.inc(count)
-
-
-def record_training_run(run: TrainingRun) -> None:
-    TRAINING_RUNS.labels(outcome=run.state).inc()
-    if run.finished_at is not None:
-        TRAINING_SECONDS.labels(outcome=run.state).observe(run.finished_at - run.started_at)
-
-
-def record_trainer_started() -> None:
-    """Export each outcome's run count and duration at 0 before the first run finishes.
-
-    A series otherwise appears at its first increment, which rate() and increase() cannot
-    see: the first failed run would not count towards LivetuneTrainingFailing, and a day
-    with one run of each outcome would read 0 on the dashboard. Only the process that runs
-    the Trainer does this: where runs happen elsewhere (the Kubernetes trainer pod), the
-    API replicas export no run counts rather than zeros.
-    """
-    for outcome in OUTCOMES:
-        TRAINING_RUNS.labels(outcome=outcome)
-        TRAINING_SECONDS.labels(outcome=outcome)
 
 
 def _export_feedback_at_zero() -> None:

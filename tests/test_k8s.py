@@ -250,6 +250,20 @@ def test_the_service_and_the_monitor_select_the_api_pods():
     assert endpoint["path"] == METRICS_PATH and any(r.path == METRICS_PATH for r in ROUTES)
 
 
+def test_the_trainer_pods_run_metrics_are_scraped_through_a_service_of_their_own():
+    trainer = resource("Deployment", "livetune-trainer")["spec"]["template"]["metadata"]
+    service = resource("Service", "livetune-trainer")
+    monitor = resource("ServiceMonitor", "livetune-trainer")["spec"]
+    assert service["spec"]["selector"].items() <= trainer["labels"].items()
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["endpoints"]
+    (port,) = container("livetune-trainer")["ports"]
+    assert endpoint["port"] == port["name"] == service["spec"]["ports"][0]["targetPort"]
+    assert pod_environment("livetune-trainer")["LIVETUNE_TRAINER_METRICS_PORT"] == str(
+        port["containerPort"]
+    )
+
+
 def test_the_api_rollout_never_drops_below_its_ready_replicas():
     spec = resource("Deployment", "livetune-api")["spec"]
     assert spec["replicas"] >= 2

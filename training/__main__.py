@@ -119,8 +119,15 @@ def run_training(args, settings) -> int:
     yield_cpu(settings.train_nice)
     job = job_from_settings(settings)
     if not args.once:
+        on_run = None
+        if settings.trainer_metrics_port:
+            from training.metrics import record_training_run, serve_metrics
+
+            serve_metrics(settings.trainer_metrics_port)
+            on_run = record_training_run
+            logging.info("run metrics on :%d/metrics", settings.trainer_metrics_port)
         with contextlib.suppress(KeyboardInterrupt):
-            TrainingLoop(job, settings.train_poll_s).run_forever()
+            TrainingLoop(job, settings.train_poll_s, on_run=on_run).run_forever()
         return 0
     try:
         run = job.run("manual")

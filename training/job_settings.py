@@ -40,6 +40,14 @@ class JobSettings(CoreSettings):
     train_poll_s: float = Field(
         5.0, gt=0, le=3_600, description="How often the trainer looks for new corrections."
     )
+    trainer_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65_535,
+        description="`python -m training run` (the loop) serves its run metrics on GET"
+        " /metrics at this port; 0 = off. `bentoml serve`'s Trainer needs none: the API's"
+        " /metrics has them.",
+    )
     train_failure_backoff_s: float = Field(
         300.0, ge=0, description="Pause after a failed run before the next automatic one."
     )
