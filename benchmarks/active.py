@@ -29,7 +29,9 @@ from benchmarks.harness.client import post_all
 from benchmarks.harness.data import Split, add_data_arguments
 from benchmarks.harness.report import say, write_json
 from benchmarks.harness.server import ROOT, running_server, wait_until
-from benchmarks.online import checkpoints, head_only, load_data, service_env
+from benchmarks.online import service_env
+from benchmarks.online_baselines import head_only
+from benchmarks.online_data import checkpoints, load_data
 from benchmarks.online_service import Service, evaluate, stream, training_runs, wait_caught_up
 from training.settings import CoreSettings
 from training.split import text_key

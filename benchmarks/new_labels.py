@@ -29,7 +29,9 @@ from pathlib import Path
 from benchmarks.harness.data import Split, add_data_arguments
 from benchmarks.harness.report import RESULTS, say, table, write_json
 from benchmarks.harness.server import running_server
-from benchmarks.online import SERVICE_SETTINGS, head_only, load_data
+from benchmarks.online import SERVICE_SETTINGS
+from benchmarks.online_baselines import head_only
+from benchmarks.online_data import load_data
 from benchmarks.online_service import Service, stream, wait_caught_up
 from training.labels import humanize
 

@@ -23,23 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_training import lr_accuracy
-from benchmarks.harness.data import (
-    Split,
-    add_data_arguments,
-    check_known,
-    read_split,
-    split_file,
-)
+from benchmarks.harness.data import Split, add_data_arguments
 from benchmarks.harness.report import RESULTS, say, write_json
 from benchmarks.harness.server import running_server
-from benchmarks.online_report import markdown, percent, plot
+from benchmarks.online_baselines import baselines
+from benchmarks.online_data import PER_CLASS, QUICK, add_variant_arguments, prepare
+from benchmarks.online_report import markdown, never_worse, plot, worse_promotions
 from benchmarks.online_service import (
     BATCH,
     Service,
@@ -49,11 +42,8 @@ from benchmarks.online_service import (
     training_runs,
     wait_caught_up,
 )
-from training.settings import CoreSettings
-from training.split import holdout_percent, split_for, text_key
+from training.split import text_key
 
-PER_CLASS = (10, 20, 40)  # the issue's few-shot points, and one more
-QUICK = {"labels": 12, "per_class": (10, 20), "test_per_class": 10}
 # The benchmark's trigger settings (the operator's choice; --set overrides any of them).
 # A short interval lets a remainder below the sample threshold train at a checkpoint.
 # Niceness 0: on a shared machine a niced trainer's times measure the neighbours' load.
@@ -66,37 +56,6 @@ SERVICE_SETTINGS = {
 }
 # Served, never (yet) corrected: most of a real service's traffic gets no correction.
 UNCORRECTED = 3_000
-VALIDATION = CoreSettings.model_fields["validation_percent"].default  # the service's default
-
-
-def load_data(args) -> tuple[Split, Split]:
-    """(train, test) from --train/--test, or train.* and test.* in --data."""
-    files = [
-        given or split_file(args.data, name)
-        for name, given in (("train", args.train), ("test", args.test))
-    ]
-    train, test = (read_split(f, args.text_column, args.label_column) for f in files)
-    check_known(test, train.labels, "the train data")
-    return train, test
-
-
-def quick_subset(train: Split, test: Split, seed: int) -> tuple[Split, Split]:
-    """A few labels, the stream up to the last checkpoint, a few test texts a label."""
-    labels = set(random.Random(seed).sample(sorted(set(train.labels)), QUICK["labels"]))
-    train = train.take([i for i, y in enumerate(train.labels) if y in labels])
-    seen: dict[str, int] = {}
-    keep = []
-    for i, label in enumerate(test.labels):
-        if label in labels and seen.get(label, 0) < QUICK["test_per_class"]:
-            seen[label] = seen.get(label, 0) + 1
-            keep.append(i)
-    return train, test.take(keep)
-
-
-def checkpoints(n_labels: int, total: int, per_class, every: int | None) -> list[int]:
-    """Stream positions to measure at: 0, then per-class multiples (or every K), and the end."""
-    points = range(every, total, every) if every else (k * n_labels for k in per_class)
-    return sorted({0, total, *(p for p in points if p < total)})
 
 
 def run_stream(
@@ -126,45 +85,6 @@ def run_stream(
             f"{measured['adapters']}, waited {wait['waited_s']} s (caught up: {wait['caught_up']})"
         )
     return curve
-
-
-def head_only(train: Split, test: Split, sizes: list[int], base_model: str, trained) -> dict:
-    """bench_training's baseline (logistic regression, C=10, on frozen embeddings of the same
-    base model) on the first N streamed samples, and on those of them the trainer trains on
-    (`trained(n)`: not held out by a run at data cursor n), for each N."""
-    import numpy as np
-    import torch
-
-    from training.labels import Label
-    from training.model import TextClassifier, load_encoder
-    from training.predictor import Predictor
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    encoder, tokenizer = load_encoder(base_model or None)
-    names = sorted(set(train.labels))
-    predictor = Predictor(TextClassifier(encoder, len(names)), tokenizer, [Label(n) for n in names])
-    train_x, test_x = (
-        predictor.embeddings(train.texts).numpy(),
-        predictor.embeddings(test.texts).numpy(),
-    )
-    train_y, test_y = np.array(train.labels), np.array(test.labels)
-
-    def score(rows: list[int]) -> float | None:
-        """Test accuracy of the regression fitted on `rows`; None with a single class."""
-        if len(set(train_y[rows])) < 2:
-            return None  # a classifier needs two classes
-        return lr_accuracy(train_x, train_y, test_x, test_y, rows)
-
-    scores: dict[str, dict[int, float | None]] = {"all": {}, "train_split": {}}
-    for n in sorted(set(sizes)):
-        scores["all"][n] = score(list(range(n)))
-        kept = trained(n)
-        scores["train_split"][n] = score([i for i in range(n) if kept[i]])
-        say(
-            f"head-only logistic regression, first {n}: {percent(scores['all'][n])}, "
-            f"their train split: {percent(scores['train_split'][n])}"
-        )
-    return scores
 
 
 def service_env(args, labels_file: Path) -> dict[str, str]:
@@ -295,50 +215,8 @@ def parse_args(argv):
         "--out", type=Path, help="JSON (default benchmarks/results/online-<data>.json)"
     )
     parser.add_argument("--plot", type=Path, help="PNG (default: --out with .png)")
+    add_variant_arguments(parser)
     return parser.parse_args(argv)
-
-
-def prepare(args) -> tuple[str, Split, Split, list[int]]:
-    """The data's name, the train stream in its seeded order, the test set, the checkpoints."""
-    train, test = load_data(args)
-    per_class = [int(k) for k in args.per_class.split(",") if k]
-    if args.quick:
-        train, test = quick_subset(train, test, args.seed)
-        per_class = list(QUICK["per_class"])
-    train = train.shuffled(args.seed)
-    n_labels = len(set(train.labels))
-    total = min(len(train.texts), max(per_class) * n_labels) if args.quick else len(train.texts)
-    return (
-        (args.train.stem if args.train else args.data.resolve().name),
-        train,
-        test,
-        checkpoints(n_labels, total, per_class, args.every),
-    )
-
-
-def baselines(args, results: dict, train: Split, test: Split, points: list[int]) -> dict:
-    """Zero-shot, and the head-only regression on the streamed samples, on their train
-    split (as the service's validation share leaves it), and on all the train data."""
-    total = results["stream_samples"]
-    floor = float(results["service_settings"].get("LIVETUNE_VALIDATION_PERCENT", VALIDATION))
-    keys = [text_key(text) for text in train.texts]
-
-    def trained(n: int) -> list[bool]:
-        """Which of the first n streamed samples a run at cursor n trains on (the store's
-        split at the floor, and the early holdout on top: training.split.holdout_percent)."""
-        percent = holdout_percent(n, floor)
-        return [split_for(key, percent) == "train" for key in keys[:n]]
-
-    sizes = [p for p in points if p] + [len(train.texts)]
-    scores = head_only(train, test, sizes, args.base_model, trained)
-    return {
-        "zero_shot": results["curve"][0]["accuracy"],
-        "head_only": {str(n): a for n, a in scores["all"].items() if n <= total},
-        "head_only_train_split": {
-            str(n): a for n, a in scores["train_split"].items() if n <= total
-        },
-        "head_only_full": scores["all"][len(train.texts)],
-    }
 
 
 def main(argv=None) -> dict:
@@ -365,6 +243,8 @@ def main(argv=None) -> dict:
     results["uncorrected_served"] = len(uncorrected)
     results.update(serve_and_stream(args, train.take(range(total)), test, points, uncorrected))
     results["baselines"] = baselines(args, results, train, test, points)
+    results["never_worse"] = never_worse(results)
+    results["worse_promotions"] = worse_promotions(results["runs"])
     results["wall_s"] = round(time.monotonic() - started, 1)
     out = args.out or RESULTS / f"online-{name}.json"
     write_json(out, results)

@@ -54,6 +54,44 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
 
+SLACK = 0.01  # "never worse": within 1 point of zero-shot and of the head-only baseline
+
+
+def never_worse(results: dict) -> list[dict]:
+    """Per checkpoint: the served accuracy against zero-shot and the head-only regression
+    on the same streamed samples, and whether it stays within SLACK of both."""
+    zero_shot, head = results["baselines"]["zero_shot"], results["baselines"]["head_only"]
+    checks = []
+    for point in results["curve"][1:]:
+        lr = head.get(str(point["samples"]))
+        floor = max(zero_shot, lr if lr is not None else 0.0)
+        checks.append({"samples": point["samples"], "accuracy": point["accuracy"],
+                       "zero_shot": zero_shot, "head_only": lr,
+                       "held": point["accuracy"] >= floor - SLACK})  # fmt: skip
+    return checks
+
+
+def worse_promotions(runs: list[dict]) -> list[dict]:
+    """Promotions whose candidate scored below the model it replaced on the held-out
+    corrections, with their evidence: how many texts, and the gate's bound if it has one."""
+    return [
+        {
+            key: run.get(key)
+            for key in (
+                "id",
+                "validation_samples",
+                "current_accuracy",
+                "candidate_accuracy",
+                "gate_lower_bound",
+            )
+        }  # fmt: skip
+        for run in runs
+        if run["state"] == "promoted"
+        and run["candidate_accuracy"] is not None
+        and run["candidate_accuracy"] < run["current_accuracy"]
+    ]
+
+
 def markdown(results: dict) -> str:
     """The curve as a table, then the baseline on all the data and every training run."""
     baselines = results["baselines"]
@@ -85,5 +123,18 @@ def markdown(results: dict) -> str:
         f"{r['state']} after {r['trigger_to_finish_s']} s, served after "
         f"{r['trigger_to_served_s']} s"
         for r in results["runs"]
+    ]
+    missed = [c for c in results["never_worse"] if not c["held"]]
+    lines.append(
+        f"never worse (within {SLACK:.0%} of zero-shot and head-only): "
+        + ("held at every checkpoint" if not missed else
+           "missed at " + ", ".join(f"{c['samples']} ({c['accuracy']:.1%})" for c in missed))
+    )  # fmt: skip
+    worse = results["worse_promotions"]
+    lines.append(f"promotions with a worse point estimate than what they replaced: {len(worse)}")
+    lines += [
+        f"  run {w['id']}: {w['candidate_accuracy']:.1%} vs {w['current_accuracy']:.1%} on "
+        f"{w['validation_samples']} held-out texts, bound {w['gate_lower_bound']}"
+        for w in worse
     ]
     return "\n".join(lines)

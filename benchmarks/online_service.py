@@ -147,6 +147,7 @@ def run_record(run, served_since: dict[str, float]) -> dict:
         "pseudo_labeled": run.report.get("self_training", {}).get("pseudo_labeled"),
         "current_accuracy": gate.get("current_accuracy"),
         "candidate_accuracy": gate.get("candidate_accuracy"),
+        "gate_lower_bound": gate.get("lower_bound"),  # candidate - current, where recorded
         "candidate": run.candidate,
         "started_at": run.started_at,
         "trigger_to_finish_s": round(finished - run.started_at, 1),

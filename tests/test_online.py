@@ -50,3 +50,5 @@ def test_the_online_benchmark_records_a_learning_curve_with_promotions(tmp_path,
     assert results["prediction_log"] == {"test": 0, "uncorrected": results["uncorrected_served"]}
     assert results["uncorrected_served"] > 0
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert [c["samples"] for c in results["never_worse"]] == [90, 180]
+    assert isinstance(results["worse_promotions"], list)
