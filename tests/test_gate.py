@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.validation import Answers, decide, p_worse
+from training.validation import Answers, decide, lower_bound, p_worse
 
 GATE = {"alpha": 0.25, "margin": 0.0, "min_samples": 20}
 
@@ -96,3 +96,23 @@ def test_a_negative_margin_is_a_set_tolerance_but_never_overrides_the_test():
     assert not by_margin.promote and "margin" in by_margin.reason
     worse = decide(answers(90, 100, 50), answers(80, 100, 50), **{**GATE, "margin": -1})
     assert not worse.promote and worse.p_worse < 0.25
+
+
+@pytest.mark.parametrize(
+    ("losses", "wins", "samples", "low", "high"),
+    [
+        (0, 0, 13, -0.16, -0.15),  # the report's 13 texts: nothing bounds it near 0
+        (2, 0, 13, -0.35, -0.34),  # the report's candidate, 7/13 vs 9/13
+        (0, 0, 1_000, -0.003, -0.002),  # agreement on many texts bounds it tightly
+        (11, 10, 300, -0.031, -0.027),  # one text behind on a few hundred
+        (0, 20, 100, 0.12, 0.14),  # a clear win
+    ],
+)  # fmt: skip
+def test_the_lower_bound_of_the_difference(losses, wins, samples, low, high):
+    assert low <= lower_bound(losses, wins, samples) <= high
+
+
+def test_the_report_records_the_bound_without_deciding_on_it():
+    report = decide(answers(9, 13, 0), answers(7, 13, 20), **{**GATE, "min_samples": 10})
+    assert report.lower_bound < -0.02  # far below any non-inferiority margin...
+    assert report.promote  # ...yet today's rule promotes: issue 33 changes the rule
