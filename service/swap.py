@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from service import metrics
+from service.adapter_slots import lora_shape, slot_parameters, trained_labels
 from service.merged import MergedWeights
 from training.adapters import ADAPTER_WEIGHTS, check_compatible, read_head_rows
 from training.labels import Label
@@ -248,9 +249,9 @@ class ServingModel:
 
         config = LoraConfig.from_pretrained(path)
         loaded = peft_model.peft_config.get(slot)
-        if loaded is not None and _shape(loaded) == _shape(config):
+        if loaded is not None and lora_shape(loaded) == lora_shape(config):
             weights = load_file(path / ADAPTER_WEIGHTS)
-            params = _slot_parameters(peft_model, slot)
+            params = slot_parameters(peft_model, slot)
             if set(weights) == set(params):
                 with torch.no_grad():
                     for key, tensor in weights.items():
@@ -281,32 +282,3 @@ class ServingModel:
         self.state.adapter = version
         if slot is not None:
             self.active_slot = slot
-
-
-def trained_labels(manifest: dict, rows: dict) -> frozenset[str]:
-    """The labels an adapter learned from: those with training samples (the manifest's
-    per-label counts); an adapter published before they were recorded, its head's labels."""
-    counts = manifest.get("metrics", {}).get("label_counts")
-    if counts is None:
-        return frozenset(rows)
-    return frozenset(name for name, count in counts.items() if count)
-
-
-def _shape(config) -> dict:
-    """The LoRA settings that decide which tensors an adapter has and how it scales."""
-    keys = ("r", "lora_alpha", "layers_to_transform", "use_rslora", "use_dora", "bias",
-            "rank_pattern", "alpha_pattern", "modules_to_save", "fan_in_fan_out")  # fmt: skip
-    shape = {key: getattr(config, key, None) for key in keys}
-    targets = config.target_modules
-    shape["target_modules"] = sorted(targets) if not isinstance(targets, str) else targets
-    return shape
-
-
-def _slot_parameters(peft_model, slot: str) -> dict:
-    """A slot's LoRA tensors under the names peft saves them with (slot name dropped)."""
-    infix = f".{slot}."
-    return {
-        name.replace(infix, "."): param
-        for name, param in peft_model.named_parameters()
-        if infix in name
-    }

@@ -10,9 +10,7 @@ failed by the next one, and the registry's staging/publish keeps it consistent.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +28,7 @@ from training.backends import Backends
 from training.job_settings import JobSettings
 from training.labels import Label
 from training.locks import Held
+from training.manifest import adapter_manifest
 from training.model import base_model_id
 from training.predictor import Predictor, resolve_device, zero_shot_predictor
 from training.registry import BASE, RegistryError
@@ -38,41 +37,17 @@ from training.self_training import PseudoLabels, open_texts, pseudo_label
 from training.split import holdout_percent, split_for, text_key
 from training.store import RunState, TrainingRun
 from training.store.labels import log_seed
-from training.trainer import TrainConfig, Trainer, step_floor_sets_length
+from training.trainer import Trainer
 from training.validation import Answers, decide, hits, lacking_evidence
+from training.warm_start import WarmModel, continues_current
 
 log = logging.getLogger(__name__)
-
-
-def continues_current(config: TrainConfig, samples: int, policy: str = "auto") -> bool:
-    """Whether a run on `samples` corrections starts from the adapter in service.
-
-    Every run trains on all the corrections, so continuing only adds passes over the
-    older ones. While the step floor sets a run's length (few corrections, many epochs)
-    that helps; once the epochs do, it overfits the older corrections. Banking77, one
-    recipe_probe each (docs/experiments/warm-start.md): continuing scored +0.4 and +0.2
-    points at 1,442 corrections (two seeds), -0.6 and -0.4 at 2,920, -0.6 and -0.7 at
-    9,527, against a fresh start on the same texts.
-    """
-    if policy != "auto":
-        return policy == "always"
-    return step_floor_sets_length(config, math.ceil(samples / config.batch_size))
 
 
 @dataclass
 class Feedback:
     texts: list[str]
     labels: list[str]
-
-
-@dataclass
-class WarmModel:
-    """The model in service (base + CURRENT adapter + head) with a trainable LoRA."""
-
-    predictor: Predictor
-    base_info: dict  # id and fingerprint of the base model, for the manifest
-    warm_start: str | None  # the version it continues from, None = a fresh LoRA
-    trained_on: int = 0  # corrections the adapter in service learned from (0 = zero-shot)
 
 
 class TrainingJob:
@@ -295,26 +270,10 @@ class TrainingJob:
 
     def _publish(self, warm: WarmModel, names, parent, report, train, validation) -> str:
         version = self.registry.new_version_name()
-        manifest = {
-            "parent": parent or BASE,
-            "base_model": warm.base_info,
-            "labels": names,
-            "metrics": {
-                "validation_accuracy": report["gate"]["candidate_accuracy"],
-                "parent_validation_accuracy": report["gate"]["current_accuracy"],
-                "validation_samples": len(validation.texts),
-                "train_samples": len(train.texts),
-                "pseudo_labeled": report["self_training"]["pseudo_labeled"],
-                # Which labels it learned from: GET /labels says `trained` by these.
-                "label_counts": dict(Counter(train.labels)),
-            },
-            "gate": report["gate"],  # the paired test's evidence (invariant 4)
-            "data_cursor": report["data_cursor"],
-            "hyperparameters": self.settings.train.model_dump(mode="json"),
-            "device": report["device"],
-            "train": report["train"],
-            "created_at": time.time(),
-        }
+        manifest = adapter_manifest(
+            warm, names, parent or BASE, report, train.labels, len(validation.texts),
+            self.settings.train.model_dump(mode="json"),
+        )  # fmt: skip
         with self.registry.staging() as folder:
             save_adapter(warm.predictor.model, names, folder)
             self.registry.publish(folder, version, manifest)

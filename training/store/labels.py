@@ -21,6 +21,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from training.labels import Label, check_description, check_name
+from training.store.label_errors import (  # noqa: F401  (re-exported: callers import them here)
+    LabelError,
+    LabelExists,
+    LabelRetired,
+    TooFewLabels,
+    UnknownLabel,
+)
 
 log = logging.getLogger(__name__)
 ACTIVE, RETIRED = "active", "retired"
@@ -38,33 +45,6 @@ INSERT_LABEL = (
 DESCRIBE = "UPDATE labels SET description = %s, updated_at = %s WHERE name = %s"
 RETIRE = "UPDATE labels SET state = %s, updated_at = %s, retired_at = %s WHERE name = %s"
 COUNTS = "SELECT label, count(*) FROM samples WHERE superseded_by IS NULL GROUP BY label"
-
-
-class LabelError(ValueError):
-    """A label change the set refuses; `field` names what in the request is wrong."""
-
-    status = 400
-    kind = "invalid_label"
-
-    def __init__(self, message: str, field: str = "name"):
-        super().__init__(message)
-        self.field = field
-
-
-class LabelExists(LabelError):
-    status, kind = 409, "label_exists"
-
-
-class UnknownLabel(LabelError):
-    status, kind = 404, "unknown_label"
-
-
-class LabelRetired(LabelError):
-    status, kind = 409, "label_retired"
-
-
-class TooFewLabels(LabelError):
-    status, kind = 409, "too_few_labels"
 
 
 @dataclass(frozen=True)
