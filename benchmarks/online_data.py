@@ -90,7 +90,5 @@ def prepare(args) -> tuple[str, Split, Split, list[int]]:
     limit = max(per_class) if args.quick else args.stream_per_class
     total = min(len(train.texts), limit * n_labels) if limit else len(train.texts)
     name = args.train.stem if args.train else args.data.resolve().name
-    variant = "".join(
-        (f"-{args.labels}" if args.labels != "names" else "", "-reversed" * args.reverse)
-    )
+    variant = ("-opaque" if args.labels == "opaque" else "") + ("-reversed" if args.reverse else "")
     return name + variant, train, test, checkpoints(n_labels, total, per_class, args.every)

@@ -32,9 +32,8 @@ POOL_SIZE = {"transaction": 3, "session": 30}
 
 
 def find_binary() -> str | None:
-    return shutil.which("pgbouncer") or next(
-        (path for path in ("/usr/sbin/pgbouncer",) if os.access(path, os.X_OK)), None
-    )
+    """Debian puts it in /usr/sbin, which a non-root PATH may lack."""
+    return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 
 
 class Bouncer:

@@ -33,11 +33,12 @@ def split_prepare(url: str, prepare: bool) -> tuple[str, int | None]:
     """
     threshold = DEFAULT_PREPARE_THRESHOLD if prepare else None
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    rest = [(key, value) for key, value in query if key != "prepare_threshold"]
-    for key, value in query:
+    rest = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "prepare_threshold":
             threshold = parse_threshold(value)
+        else:
+            rest.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(rest))), threshold
 
 
