@@ -83,6 +83,7 @@ def worse_promotions(runs: list[dict]) -> list[dict]:
                 "current_accuracy",
                 "candidate_accuracy",
                 "gate_lower_bound",
+                "gate_design",
             )
         }  # fmt: skip
         for run in runs
@@ -119,7 +120,8 @@ def markdown(results: dict) -> str:
         f"wall time {results['wall_s']:.0f} s",
     ]
     lines += [
-        f"run {r['id']} ({r['trigger']}, {r['train_samples']}+{r['validation_samples']}): "
+        f"run {r['id']} ({r['trigger']}, {r.get('gate_design') or 'no gate'}, trained on"
+        f" {r['train_samples']}, scored {r['validation_samples']}): "
         f"{r['state']} after {r['trigger_to_finish_s']} s, served after "
         f"{r['trigger_to_served_s']} s"
         for r in results["runs"]
@@ -131,10 +133,15 @@ def markdown(results: dict) -> str:
            "missed at " + ", ".join(f"{c['samples']} ({c['accuracy']:.1%})" for c in missed))
     )  # fmt: skip
     worse = results["worse_promotions"]
-    lines.append(f"promotions with a worse point estimate than what they replaced: {len(worse)}")
+    small = sum(w["validation_samples"] < 100 for w in worse)
+    lines.append(
+        f"promotions with a worse point estimate than what they replaced: {len(worse)}"
+        f" ({small} on fewer than 100 scored texts)"
+    )
     lines += [
         f"  run {w['id']}: {w['candidate_accuracy']:.1%} vs {w['current_accuracy']:.1%} on "
-        f"{w['validation_samples']} held-out texts, bound {w['gate_lower_bound']}"
+        f"{w['validation_samples']} scored texts ({w.get('gate_design')}),"
+        f" bound {w['gate_lower_bound']}"
         for w in worse
     ]
     return "\n".join(lines)

@@ -148,6 +148,7 @@ def run_record(run, served_since: dict[str, float]) -> dict:
         "current_accuracy": gate.get("current_accuracy"),
         "candidate_accuracy": gate.get("candidate_accuracy"),
         "gate_lower_bound": gate.get("lower_bound"),  # candidate - current, where recorded
+        "gate_design": (gate.get("evidence") or {}).get("design"),  # cross-validation/holdout
         "candidate": run.candidate,
         "started_at": run.started_at,
         "trigger_to_finish_s": round(finished - run.started_at, 1),

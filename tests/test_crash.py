@@ -83,12 +83,13 @@ def test_kill_9_leaves_the_registry_consistent_and_the_service_on_the_last_good(
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(marker), point],
         cwd=ROOT,
-        # Margin -1 and a vanishing alpha: the candidate is always promoted, so the run
-        # reaches the registry.
+        # Margin -1, no non-inferiority bound and a vanishing alpha: the candidate is
+        # always promoted, so the run reaches the registry.
         env={
             **os.environ,
             **env,
             "LIVETUNE_PROMOTION_MARGIN": "-1",
+            "LIVETUNE_GATE_NONINFERIORITY_MARGIN": "1",
             "LIVETUNE_GATE_ALPHA": "1e-12",
         },
         stdout=subprocess.DEVNULL,

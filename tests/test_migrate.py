@@ -124,8 +124,11 @@ def test_a_trainer_killed_mid_upload_leaves_current_whole_and_the_next_run_clean
     good = json.loads(cli(env, "run", "--once").stdout)
     assert good["state"] == "promoted", good["reason"]
     marker = tmp_path / "marker"
-    # A margin of -1 promotes whatever the candidate scores: this run must reach the upload.
-    environment = own_env(**DUMMY_AWS, **env, LIVETUNE_PROMOTION_MARGIN="-1")
+    # A margin of -1 and no non-inferiority bound promote whatever the candidate scores:
+    # this run must reach the upload.
+    environment = own_env(
+        **DUMMY_AWS, **env, LIVETUNE_PROMOTION_MARGIN="-1", LIVETUNE_GATE_NONINFERIORITY_MARGIN="1"
+    )
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(marker)], cwd=ROOT, env=environment,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

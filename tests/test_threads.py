@@ -190,7 +190,7 @@ def test_a_training_run_looks_again_every_interval_and_ends_on_a_sane_count(tiny
         return real_recheck(governor)
 
     monkeypatch.setattr(ThreadGovernor, "recheck", recheck)
-    run = tiny_job().run("manual")
+    run = tiny_job(gate_folds=0).run("manual")  # one training: a holdout gate, no folds
     assert run.state in ("promoted", "rejected"), run.reason
     assert len(steps) == run.report["train"]["steps"] > 3
     governor = threads.active()

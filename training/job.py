@@ -1,53 +1,41 @@
 """One training run end to end.
 
-load feedback -> load and score CURRENT -> train (continuing CURRENT while corrections are
-few, from the base model once they are not) -> score candidate
--> publish + activate (or reject) -> record the run. One run at a time per store (the
-backends' run lock, released if the process dies); a run that died midway is marked
-failed by the next one, and the registry's staging/publish keeps it consistent.
+load feedback -> plan the evidence (training.evidence: cross-validation while corrections
+are few, a holdout later) -> score CURRENT on texts it never learned from -> train
+(continuing CURRENT while corrections are few, from the base model once they are not)
+-> the gate (training.validation) -> publish + activate (or reject) -> record the run.
+One run at a time per store (the backends' run lock, released if the process dies); a
+run that died midway is marked failed by the next one, and the registry's staging/publish
+keeps it consistent.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import torch
 
-from training import threads
-from training.adapters import (
-    AdapterMismatch,
-    attach_lora,
-    check_compatible,
-    fingerprint,
-    load_head,
-    save_adapter,
-)
+from training import evidence, threads
+from training.adapters import save_adapter
 from training.backends import Backends
+from training.evidence import CROSS_VALIDATION, Correction, Plan, Seen
 from training.job_settings import JobSettings
 from training.labels import Label
 from training.locks import Held
 from training.manifest import adapter_manifest
-from training.model import base_model_id
-from training.predictor import Predictor, resolve_device, zero_shot_predictor
-from training.registry import BASE, RegistryError
+from training.predictor import Predictor, resolve_device
+from training.registry import BASE
 from training.schedule import due, pending_samples
 from training.self_training import PseudoLabels, open_texts, pseudo_label
-from training.split import holdout_percent, split_for, text_key
+from training.split import holdout_percent
 from training.store import RunState, TrainingRun
 from training.store.labels import log_seed
 from training.trainer import Trainer
-from training.validation import Answers, decide, hits, lacking_evidence
-from training.warm_start import WarmModel, continues_current
+from training.validation import Answers, Rule, decide, hits, lacking_evidence
+from training.warm_start import WarmModel, continues_current, warm_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Feedback:
-    texts: list[str]
-    labels: list[str]
 
 
 class TrainingJob:
@@ -100,20 +88,18 @@ class TrainingJob:
         # next run, a label retired meanwhile is left out of serving's head by name.
         labels = self.labels()
         cursor = self.store.max_sample_id()
-        train, validation = self._feedback(cursor, labels)
         parent = self.registry.current()
+        plan = self._plan(cursor, labels, parent)
         run_id = self.store.start_run(
             trigger=trigger,
             parent=parent or BASE,
             data_cursor=cursor,
-            train_samples=len(train.texts),
-            validation_samples=len(validation.texts),
+            train_samples=len(plan.train),
+            validation_samples=len(plan.scored),
         )
         started = time.time()
         try:
-            state, reason, candidate, report = self._train_and_gate(
-                labels, train, validation, parent, cursor
-            )
+            state, reason, candidate, report = self._train_and_gate(labels, plan, parent, cursor)
         except Exception as exc:  # recorded, and the service keeps serving CURRENT
             log.exception("training run %d failed", run_id)
             reason = f"{type(exc).__name__}: {exc}"
@@ -125,51 +111,77 @@ class TrainingJob:
         log.info("training run %d %s: %s", run_id, state, reason)
         return self.store.runs(limit=1)[0]
 
-    def _feedback(self, cursor: int, labels: list[Label]) -> tuple[Feedback, Feedback]:
-        """Active samples up to the cursor whose label is still in the label set, split
-        into (train, held out): the store's validation split, and while data is scarce
-        more texts by the same hash (training.split.holdout_percent)."""
+    def _plan(self, cursor: int, labels: list[Label], parent: str | None) -> Plan:
+        """Active corrections up to the cursor whose label is still in the set, and how
+        this run judges its candidate on them (training.evidence)."""
         names = {label.name for label in labels}
-        percent = holdout_percent(cursor, self.settings.validation_percent)
-        splits = {"train": Feedback([], []), "validation": Feedback([], [])}
-        for sample in self.store.samples():
-            if sample.id <= cursor and sample.label in names:
-                split = sample.split
-                if split == "train":  # the early holdout: a shrinking superset of the floor
-                    split = split_for(text_key(sample.text), percent)
-                splits[split].texts.append(sample.text)
-                splits[split].labels.append(sample.label)
-        return splits["train"], splits["validation"]
-
-    def _train_and_gate(self, labels, train: Feedback, validation: Feedback, parent, cursor):
+        corrections, first = [], {}  # a text's first correction: when a model could see it
+        for sample in self.store.samples(include_superseded=True):
+            if sample.id > cursor:
+                break
+            correction = Correction.of(sample, first)
+            if sample.superseded_by is None and sample.label in names:
+                corrections.append(correction)
         settings = self.settings
-        if not train.texts:
-            return RunState.REJECTED, "no training samples yet", None, {}
-        # The gate could not promote on this evidence: don't spend the training on it.
-        if lacking := lacking_evidence(len(validation.texts), settings.min_validation_samples):
-            return RunState.REJECTED, lacking, None, {}
-        device = self._claim_device()
-        warm = self._warm_model(labels, parent, device)
-        predictor = warm.predictor
-        current = Answers(hits(predictor, validation.texts, validation.labels), warm.trained_on)
-        names = [label.name for label in labels]
-        # `warm` is CURRENT, or already fresh (first run, or CURRENT did not fit).
-        if warm.warm_start and not continues_current(
-            settings.train, len(train.texts), settings.train_warm_start
-        ):
-            warm = self._warm_model(labels, None, device)  # fresh LoRA and head
-        start = warm.warm_start
-        restart = lambda: self._warm_model(labels, start, device)  # noqa: E731
-        warm, result, pseudo = self._train(warm, names, train, cursor, restart)
-        predictor = warm.predictor
-        candidate = Answers(hits(predictor, validation.texts, validation.labels), len(train.texts))
-        gate = decide(
-            current,
-            candidate,
+        return evidence.plan(
+            corrections,
+            cursor,
+            self._seen(parent),
+            floor_percent=settings.validation_percent,
+            folds=settings.gate_folds,
+            cv_below=settings.gate_cv_below,
+            cv_max_samples=settings.gate_cv_max_samples,
+        )
+
+    def _seen(self, version: str | None) -> Seen | None:
+        """The corrections `version` learned from (None for the base model)."""
+        if version is None:
+            return None
+        manifest = self.registry.get(version).manifest
+        return Seen.of_manifest(manifest, self.settings.validation_percent)
+
+    def _rule(self) -> Rule:
+        settings = self.settings
+        return Rule(
             alpha=settings.gate_alpha,
             margin=settings.promotion_margin,
             min_samples=settings.min_validation_samples,
+            noninferiority=settings.gate_noninferiority_margin,
+            confidence=settings.gate_confidence,
         )
+
+    def _train_and_gate(self, labels, plan: Plan, parent, cursor):
+        settings = self.settings
+        if not plan.train:
+            return RunState.REJECTED, "no training samples yet", None, {}
+        # The gate could not promote on this evidence: don't spend the training on it.
+        if lacking := lacking_evidence(len(plan.scored), settings.min_validation_samples):
+            return RunState.REJECTED, lacking, None, {}
+        device = self._claim_device()
+        warm = warm_model(settings, self.registry, labels, parent, device)
+        texts, gold = [c.text for c in plan.scored], [c.label for c in plan.scored]
+        current = Answers(hits(warm.predictor, texts, gold), warm.trained_on)
+        names = [label.name for label in labels]
+        # `warm` is CURRENT, or already fresh (first run, or CURRENT did not fit).
+        if warm.warm_start and not continues_current(
+            settings.train, len(plan.train), settings.train_warm_start
+        ):
+            warm = warm_model(settings, self.registry, labels, None, device)  # fresh
+        start = warm.warm_start
+        restart = lambda: warm_model(settings, self.registry, labels, start, device)  # noqa: E731
+        folds, teacher_earned = None, True
+        if plan.design == CROSS_VALIDATION:  # the recipe's out-of-fold answers first
+            gate, folds = self._cross_validate(plan, names, current, restart)
+            if not gate.promote:  # no final training for a recipe that did not pass
+                return RunState.REJECTED, gate.reason, None, {"gate": gate.as_dict()}
+            teacher_earned = gate.lower_bound > 0  # self-training needs a proven teacher
+        train_texts, train_labels = [c.text for c in plan.train], [c.label for c in plan.train]
+        warm, result, pseudo = self._train(
+            warm, names, train_texts, train_labels, cursor, restart, teacher_earned
+        )
+        if folds is None:
+            candidate = Answers(hits(warm.predictor, texts, gold), len(plan.train))
+            gate = decide(current, candidate, self._rule(), {"design": plan.design})
         report = {
             "gate": gate.as_dict(),
             "train": vars(result),
@@ -177,23 +189,41 @@ class TrainingJob:
             "device": str(device),
             "self_training": pseudo.report(settings.self_training_threshold),
         }
+        if not teacher_earned:
+            report["self_training"]["skipped"] = "the teacher did not beat current out of fold"
         if not gate.promote:
             return RunState.REJECTED, gate.reason, None, report
         report["data_cursor"] = cursor
-        version = self._publish(warm, names, parent, report, train, validation)
+        seen = plan.seen(cursor).and_parent(self._seen(warm.warm_start))
+        version = self._publish(warm, names, parent, report, train_labels, seen)
         return RunState.PROMOTED, gate.reason, version, report
 
-    def _train(self, warm: WarmModel, names, train: Feedback, cursor: int, restart):
-        """Train `warm` on the corrections; with self-training, that model is the teacher
-        of uncorrected texts it is sure of, and a student from the same start
-        (`restart()`) learns from both; each round's student teaches the next.
+    def _cross_validate(self, plan: Plan, names, current: Answers, restart):
+        """The gate on the recipe's out-of-fold answers: (GateReport, fold reports)."""
+        config, k = self.settings.train, self.settings.gate_folds
+
+        def fit_and_answer(texts, labels, judged, gold):
+            fold = restart()
+            model, tokenizer = fold.predictor.model, fold.predictor.tokenizer
+            Trainer(model, tokenizer, names, config).train(texts, labels)
+            return hits(fold.predictor, judged, gold)
+
+        answers, folds = evidence.cross_validate(plan, k, fit_and_answer)
+        candidate = Answers([answers[c.id] for c in plan.scored], len(plan.train))
+        record = {"design": plan.design, "folds": folds, "k": k}
+        return decide(current, candidate, self._rule(), record), folds
+
+    def _train(self, warm: WarmModel, names, texts, labels, cursor: int, restart, teach=True):
+        """Train `warm` on the corrections; with self-training (and `teach`), that model
+        is the teacher of uncorrected texts it is sure of, and a student from the same
+        start (`restart()`) learns from both; each round's student teaches the next.
         (model, TrainResult, PseudoLabels of the last student)."""
         config = self.settings.train
         result = Trainer(warm.predictor.model, warm.predictor.tokenizer, names, config).train(
-            train.texts, train.labels
+            texts, labels
         )
         pseudo = PseudoLabels()
-        for done in range(self.settings.self_training_rounds):
+        for done in range(self.settings.self_training_rounds if teach else 0):
             found = self._pseudo_labels(warm.predictor, cursor)
             if not found.texts:  # the last student stands; a first round still reports its pool
                 return warm, result, pseudo if done else found
@@ -202,7 +232,7 @@ class TrainingJob:
             pseudo, warm = found, restart()
             model, tokenizer = warm.predictor.model, warm.predictor.tokenizer
             result = Trainer(model, tokenizer, names, config).train(
-                train.texts + pseudo.texts, train.labels + pseudo.labels
+                list(texts) + pseudo.texts, list(labels) + pseudo.labels
             )
         return warm, result, pseudo
 
@@ -236,42 +266,10 @@ class TrainingJob:
             torch.cuda.set_per_process_memory_fraction(settings.train_gpu_memory_fraction, device)
         return device
 
-    def _warm_model(self, labels: list[Label], parent: str | None, device) -> WarmModel:
-        """The zero-shot model, continued from CURRENT's adapter and head when they fit."""
-        settings = self.settings
-        predictor = zero_shot_predictor(
-            settings.base_model,
-            labels,
-            template=settings.label_template,
-            device=str(device),
-            precision=settings.precision,
-            max_tokens=settings.max_tokens,  # the serving truncation: scored as served
-        )
-        model = predictor.model
-        base_info = {"id": base_model_id(settings.base_model)}
-        base_info["fingerprint"] = fingerprint(model.encoder)
-        warm, trained_on = None, 0
-        if parent is not None:
-            try:
-                adapter = self.registry.get(parent)
-                fingerprint_, base_id = base_info["fingerprint"], base_info["id"]
-                check_compatible(adapter.manifest, parent, fingerprint_, base_id)
-                folder = self.registry.materialize(parent)
-                attach_lora(model, settings.train, warm_start=folder)
-                load_head(model, [label.name for label in labels], folder)
-                warm = parent
-                trained_on = adapter.manifest.get("metrics", {}).get("train_samples", 0)
-            except (AdapterMismatch, RegistryError) as exc:
-                log.warning("not warm-starting from %s: %s", parent, exc)
-        if warm is None:
-            attach_lora(model, settings.train)
-        model.to(device)  # the LoRA weights just attached
-        return WarmModel(predictor, base_info, warm, trained_on)
-
-    def _publish(self, warm: WarmModel, names, parent, report, train, validation) -> str:
+    def _publish(self, warm: WarmModel, names, parent, report, train_labels, seen: Seen) -> str:
         version = self.registry.new_version_name()
         manifest = adapter_manifest(
-            warm, names, parent or BASE, report, train.labels, len(validation.texts),
+            warm, names, parent or BASE, report, train_labels, seen,
             self.settings.train.model_dump(mode="json"),
         )  # fmt: skip
         with self.registry.staging() as folder:

@@ -75,9 +75,10 @@ class JobSettings(CoreSettings):
         ge=-1,
         le=1,
         description=(
-            "If not 0, a candidate must reach the current validation accuracy plus this"
-            " (a fraction: 0.01 = one point; below 0 a tolerance) on the point estimate,"
-            " instead of the data rule; one the paired test finds worse is still rejected."
+            "If not 0, a candidate must also reach the current accuracy plus this (a"
+            " fraction: 0.01 = one point; below 0 a tolerance) on the point estimate,"
+            " instead of the data rule; the paired test and the non-inferiority bound"
+            " still apply."
         ),
     )
     gate_alpha: float = Field(
@@ -89,10 +90,49 @@ class JobSettings(CoreSettings):
             " would lose this badly less often than this (exact McNemar p-value)."
         ),
     )
+    gate_noninferiority_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description=(
+            "A candidate is promoted only if the lower confidence bound of its accuracy"
+            " minus current's, on texts neither learned from, is at least minus this"
+            " (0.02 = 2 points; 1 = off)."
+        ),
+    )
+    gate_confidence: float = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        description="One-sided confidence level of that lower bound.",
+    )
+    gate_folds: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description=(
+            "While corrections are few, the gate cross-validates the run's recipe over"
+            " this many folds of every correction instead of judging one small holdout"
+            " (k more trainings per run); below 2 = never."
+        ),
+    )
+    gate_cv_below: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Cross-validate while the holdout would give the gate fewer texts than this"
+            " (texts the adapter in service never learned from)."
+        ),
+    )
+    gate_cv_max_samples: int = Field(
+        1_000,
+        ge=0,
+        description="Never cross-validate a run on more corrections than this (its cost).",
+    )
     min_validation_samples: int = Field(
         8,
         ge=0,
-        description="Held-out samples needed to promote (with fewer, no training).",
+        description="Scored samples needed to promote (with fewer, no training).",
     )
     train_warm_start: Literal["auto", "always", "never"] = Field(
         "auto",

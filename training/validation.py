@@ -1,29 +1,25 @@
 """The promotion gate: a paired test of candidate against the adapter in service.
 
-Both models answer the same held-out texts, so the evidence is paired: only the texts
-one gets right and the other wrong (the discordant pairs) say anything about which is
-better. The gate runs the exact McNemar test on them (a one-sided binomial test of the
-candidate's losses among the discordant pairs) and decides:
+Both models answer the same texts neither was trained on, so the evidence is paired: only
+the texts one gets right and the other wrong (the discordant pairs) say anything about
+which is better. The gate decides, in this order:
 
-- fewer held-out texts than the minimum: no promotion (nothing to test on);
-- the evidence says the candidate is worse (p < alpha): rejected, always. alpha is 0.25
-  by default, not the textbook 0.05: promoting a worse adapter costs every user until the
-  next run, rejecting a better one only waits for that run (at 0.05 a sentiment stream
-  promoted a candidate that lost 6 texts and won 1 of 16, p = 0.06, and served 5 points
-  worse). One text behind is p >= 0.5 however many texts, two behind 0.25-0.5, three
-  0.125-0.35;
-- the candidate is at least as accurate: promoted;
-- it is less accurate, but within noise: promoted only if it learned from more
-  corrections than the adapter in service (the data is the reason to expect it better,
-  and the test finds no evidence against it), rejected otherwise.
+- fewer scored texts than the minimum: no promotion (nothing to test on);
+- the exact McNemar test (one-sided binomial test of the candidate's losses among the
+  discordant pairs) says the candidate is worse (p < alpha): rejected, always;
+- non-inferiority (invariant 4): the one-sided lower confidence bound of candidate minus
+  current accuracy (Bonett-Price, paired) must be at least -`noninferiority`, 2 points by
+  default. On 13 texts that bound is about -15 points even when both models agree on every
+  text, so a small validation set can promote only a candidate that wins clearly; on a few
+  hundred texts a candidate one text behind passes. Nothing is promoted on a presumption;
+- an operator's `margin` other than 0 also demands candidate >= current + margin on the
+  point estimate (above 0: every promotion an improvement; below 0: a set tolerance);
+- without a margin, a candidate behind on the point estimate is promoted only if it
+  learned from more corrections than the adapter in service (the reason to expect it
+  better); at least as accurate, it is promoted.
 
-A margin other than 0 replaces the last three rules with candidate >= current + margin on
-the point estimate (above 0: every promotion an improvement; below 0: a set tolerance);
-a candidate the test finds worse is still rejected.
-
-Every report also records a one-sided 95% lower confidence bound of candidate minus current
-accuracy (`lower_bound`), the evidence a non-inferiority rule would use (issue 33). It is
-recorded, not yet part of the decision.
+While corrections are few the texts are the out-of-fold answers of a cross-validation over
+every correction (training.evidence), later a held-out share of them.
 """
 
 from __future__ import annotations
@@ -31,12 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 from training.predictor import Predictor
 
 TEST = "exact McNemar, one-sided (is the candidate worse?)"
-BOUND = "Bonett-Price adjusted Wald, paired, one-sided 95%"
-Z_95_ONE_SIDED = 1.6448536269514722  # the standard normal's 95th percentile
+BOUND = "Bonett-Price adjusted Wald, paired, one-sided"
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,10 @@ class GateReport:
     alpha: float | None = None
     current_train_samples: int | None = None
     candidate_train_samples: int | None = None
-    lower_bound: float | None = None  # candidate - current accuracy, 95% lower bound (BOUND)
+    lower_bound: float | None = None  # candidate - current accuracy, lower bound (BOUND)
+    confidence: float | None = None  # of that bound, one-sided
+    noninferiority: float | None = None  # the bound must be at least minus this
+    evidence: dict | None = None  # how the answers were obtained (folds or a holdout)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,8 +93,8 @@ def p_worse(only_current: int, only_candidate: int) -> float:
     return tail / 2**discordant  # exact integers, one correctly rounded division
 
 
-def lower_bound(losses: int, wins: int, samples: int) -> float:
-    """One-sided 95% lower bound of candidate minus current accuracy on paired answers.
+def lower_bound(losses: int, wins: int, samples: int, confidence: float = 0.95) -> float:
+    """One-sided lower confidence bound of candidate minus current accuracy on paired answers.
 
     Bonett & Price (2012), the adjusted Wald interval for paired proportions: a closed form
     that stays honest with no discordant pair at all (13 texts both models agree on still
@@ -105,7 +104,7 @@ def lower_bound(losses: int, wins: int, samples: int) -> float:
     wins_, losses_ = (wins + 1) / (samples + 2), (losses + 1) / (samples + 2)
     difference = wins_ - losses_
     variance = (wins_ + losses_ - difference**2) / (samples + 2)
-    return difference - Z_95_ONE_SIDED * math.sqrt(variance)
+    return difference - NormalDist().inv_cdf(confidence) * math.sqrt(variance)
 
 
 @dataclass(frozen=True)
@@ -116,67 +115,72 @@ class Answers:
     train_samples: int
 
 
-def decide(
-    current: Answers, candidate: Answers, *, alpha: float, margin: float, min_samples: int
-) -> GateReport:
-    """Promote or reject `candidate` against `current` on the same held-out texts."""
+@dataclass(frozen=True)
+class Rule:
+    """The gate's settings (JobSettings: gate_alpha, promotion_margin, and so on)."""
+
+    alpha: float = 0.25
+    margin: float = 0.0
+    min_samples: int = 8
+    noninferiority: float = 0.02
+    confidence: float = 0.95
+
+
+def decide(current: Answers, candidate: Answers, rule: Rule, evidence: dict | None = None):
+    """Promote or reject `candidate` against `current` on the same unseen texts."""
     samples = len(candidate.hits)
     assert len(current.hits) == samples, "the gate compares answers on the same texts"
-    current_acc = sum(current.hits) / samples if samples else None
-    candidate_acc = sum(candidate.hits) / samples if samples else None
     losses = sum(a and not b for a, b in zip(current.hits, candidate.hits))
     wins = sum(b and not a for a, b in zip(current.hits, candidate.hits))
     p = p_worse(losses, wins)
-    promote, reason = _verdict(
-        samples,
-        losses,
-        wins,
-        p,
-        current,
-        candidate,
-        alpha=alpha,
-        margin=margin,
-        min_samples=min_samples,
-    )
+    bound = lower_bound(losses, wins, samples, rule.confidence) if samples else None
+    promote, reason = _verdict(samples, losses, wins, p, bound, current, candidate, rule)
     return GateReport(
         validation_samples=samples,
-        current_accuracy=current_acc,
-        candidate_accuracy=candidate_acc,
-        margin=margin,
-        min_samples=min_samples,
+        current_accuracy=sum(current.hits) / samples if samples else None,
+        candidate_accuracy=sum(candidate.hits) / samples if samples else None,
+        margin=rule.margin,
+        min_samples=rule.min_samples,
         promote=promote,
         reason=reason,
         test=TEST,
         only_current_right=losses,
         only_candidate_right=wins,
         p_worse=p,
-        alpha=alpha,
+        alpha=rule.alpha,
         current_train_samples=current.train_samples,
         candidate_train_samples=candidate.train_samples,
-        lower_bound=lower_bound(losses, wins, samples) if samples else None,
+        lower_bound=bound,
+        confidence=rule.confidence,
+        noninferiority=rule.noninferiority,
+        evidence=evidence,
     )
 
 
-def _verdict(samples, losses, wins, p, current, candidate, *, alpha, margin, min_samples):
+def _verdict(samples, losses, wins, p, bound, current, candidate, rule: Rule):
     """(promote, reason) by the rules of the module docstring."""
-    if lacking := lacking_evidence(samples, min_samples):
+    if lacking := lacking_evidence(samples, rule.min_samples):
         return False, lacking
     score = (
         f"candidate {sum(candidate.hits)}/{samples} vs current {sum(current.hits)}/{samples}"
-        f" ({wins} texts only the candidate gets right, {losses} only current; p_worse={p:.3g})"
+        f" ({wins} texts only the candidate gets right, {losses} only current; p_worse={p:.3g},"
+        f" difference >= {bound:+.4f} at {rule.confidence:.0%})"
     )
-    if p < alpha:
-        return False, f"the evidence says the candidate is worse (p_worse < {alpha:g}): {score}"
-    if margin:  # the operator's own rule on the point estimate, either sign
-        if (wins - losses) / samples + 1e-12 < margin:
-            return False, f"candidate is not at current + the margin {margin:.4f}: {score}"
-        return True, f"candidate is at least current + the margin {margin:.4f}: {score}"
+    if p < rule.alpha:
+        worse = f"the evidence says the candidate is worse (p_worse < {rule.alpha:g})"
+        return False, f"{worse}: {score}"
+    if bound + 1e-12 < -rule.noninferiority:
+        return False, (
+            f"not shown to be at most {rule.noninferiority:.4f} worse (too little evidence"
+            f" or a likely loss): {score}"
+        )
+    if rule.margin:  # the operator's own rule on the point estimate, either sign
+        if (wins - losses) / samples + 1e-12 < rule.margin:
+            return False, f"candidate is not at current + the margin {rule.margin:.4f}: {score}"
+        return True, f"candidate is at least current + the margin {rule.margin:.4f}: {score}"
     if wins >= losses:
         return True, f"candidate is at least as accurate: {score}"
     if candidate.train_samples > current.train_samples:
         more = f"{candidate.train_samples} corrections vs {current.train_samples}"
-        return (
-            True,
-            f"candidate is behind within noise and learned from more data ({more}): {score}",
-        )
+        return True, f"candidate is non-inferior and learned from more data ({more}): {score}"
     return False, f"candidate is behind and learned from no more data than current: {score}"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
-from training.predictor import Predictor
+from training.adapters import AdapterMismatch, attach_lora, check_compatible, fingerprint, load_head
+from training.labels import Label
+from training.model import base_model_id
+from training.predictor import Predictor, zero_shot_predictor
+from training.registry import RegistryError
 from training.trainer import TrainConfig, step_floor_sets_length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,3 +39,35 @@ def continues_current(config: TrainConfig, samples: int, policy: str = "auto") -
     if policy != "auto":
         return policy == "always"
     return step_floor_sets_length(config, math.ceil(samples / config.batch_size))
+
+
+def warm_model(settings, registry, labels: list[Label], parent: str | None, device) -> WarmModel:
+    """The zero-shot model, continued from `parent`'s adapter and head when they fit."""
+    predictor = zero_shot_predictor(
+        settings.base_model,
+        labels,
+        template=settings.label_template,
+        device=str(device),
+        precision=settings.precision,
+        max_tokens=settings.max_tokens,  # the serving truncation: scored as served
+    )
+    model = predictor.model
+    base_info = {"id": base_model_id(settings.base_model)}
+    base_info["fingerprint"] = fingerprint(model.encoder)
+    warm, trained_on = None, 0
+    if parent is not None:
+        try:
+            adapter = registry.get(parent)
+            fingerprint_, base_id = base_info["fingerprint"], base_info["id"]
+            check_compatible(adapter.manifest, parent, fingerprint_, base_id)
+            folder = registry.materialize(parent)
+            attach_lora(model, settings.train, warm_start=folder)
+            load_head(model, [label.name for label in labels], folder)
+            warm = parent
+            trained_on = adapter.manifest.get("metrics", {}).get("train_samples", 0)
+        except (AdapterMismatch, RegistryError) as exc:
+            log.warning("not warm-starting from %s: %s", parent, exc)
+    if warm is None:
+        attach_lora(model, settings.train)
+    model.to(device)  # the LoRA weights just attached
+    return WarmModel(predictor, base_info, warm, trained_on)
