@@ -55,6 +55,8 @@ def adapter_history(registry: AdapterStore) -> list[AdapterOut]:
                 data_cursor=manifest.get("data_cursor"),
                 device=manifest.get("device"),
                 base_model=manifest.get("base_model", {}).get("id"),
+                gate=manifest.get("gate"),
+                seen=manifest.get("seen"),
             )
         )
     return history

@@ -204,6 +204,17 @@ class AdapterOut(BaseModel):
     data_cursor: int | None = Field(description="Highest sample id it was trained on.")
     device: str | None
     base_model: str | None
+    gate: dict | None = Field(
+        None,
+        description=(
+            "The evidence it was promoted on: the paired counts, p_worse, the lower bound"
+            " of its accuracy minus its parent's, and the design (cross-validation folds or"
+            " a holdout)."
+        ),
+    )
+    seen: dict | None = Field(
+        None, description="Which corrections it learned from: data cursor and held-out percent."
+    )
 
 
 class ChangedLabel(BaseModel):

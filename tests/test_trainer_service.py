@@ -38,6 +38,13 @@ def test_enough_corrections_trigger_a_run_that_is_promoted(served):
     store.close()
     assert (run.state, run.trigger, run.candidate) == ("promoted", "samples", version)
     assert run.report["gate"]["candidate_accuracy"] > run.report["gate"]["current_accuracy"]
+    # GET /adapters shows the evidence it was promoted on: the folds and the bound.
+    [listed] = [a for a in httpx.get(f"{base}/adapters").json() if a["version"] == version]
+    gate = listed["gate"]
+    assert gate["lower_bound"] >= -gate["noninferiority"] and gate["confidence"] == 0.95
+    assert gate["evidence"]["design"] == "cross-validation"  # 240 corrections are few
+    assert sum(fold["scored"] for fold in gate["evidence"]["folds"]) == run.validation_samples
+    assert listed["seen"]["cursor"] == run.data_cursor
 
 
 def test_train_on_demand_and_409_while_a_run_is_in_progress(served):
