@@ -155,8 +155,9 @@ def serve_and_stream(
     first = next((r for r in runs if r["state"] == "promoted"), None)
     swaps = {
         "promotions": sum(r["state"] == "promoted" for r in runs),
-        # corrections the first promoted adapter's run had (train + held out)
-        "first_promotion_at": first and first["train_samples"] + first["validation_samples"],
+        # corrections the first promoted adapter's run had (its data cursor: with
+        # cross-validation the scored texts are the trained ones, not extra)
+        "first_promotion_at": first and first["data_cursor"],
         "versions_served": len(set(service.served_since) - {"base"}),
         "worker_swaps": sum(w["swaps"] for w in workers),
         "failed_swaps": sum(w["failed_swaps"] for w in workers),

@@ -142,6 +142,7 @@ def run_record(run, served_since: dict[str, float]) -> dict:
         "trigger": run.trigger,
         "state": run.state,
         "reason": run.reason,
+        "data_cursor": run.data_cursor,
         "train_samples": run.train_samples,
         "validation_samples": run.validation_samples,
         "pseudo_labeled": run.report.get("self_training", {}).get("pseudo_labeled"),
