@@ -391,3 +391,33 @@ def test_self_training_waits_for_a_teacher_that_beat_current_out_of_fold(tmp_pat
         assert "did not beat current" in second.report["self_training"]["skipped"]
     finally:
         backends.close()
+
+
+def test_on_small_evidence_a_candidate_worse_on_the_point_estimate_is_not_promoted(
+    tmp_path, tiny_model_dir
+):
+    """A good adapter in service, then a run whose recipe is broken (a learning rate that
+    wrecks the head): judged out of fold on the few texts current never learned from, it
+    scores below current, and current stays."""
+    settings = tiny_job_settings(tmp_path, tiny_model_dir, validation_percent=5)
+    backends = open_backends(settings)
+    job = TrainingJob(backends, settings)
+    try:
+        samples = toy_samples(260, seed=3)
+        add(job, samples[:240])
+        good = job.run("manual")
+        assert good.state == "promoted", good.reason
+        add(job, samples[240:])
+        broken = TINY_TRAIN.model_copy(update={"head_fit_learning_rate": 50.0, "seed": 1})
+        job.settings = job.settings.model_copy(
+            update={"train": broken, "train_warm_start": "never"}
+        )
+        bad = job.run("manual")
+        gate = bad.report["gate"]
+        assert gate["evidence"]["design"] == "cross-validation"
+        assert gate["validation_samples"] < 100  # the floor's texts and the 20 new ones
+        assert gate["candidate_accuracy"] < gate["current_accuracy"], bad.reason
+        assert bad.state == "rejected" and bad.candidate is None
+        assert job.registry.current() == good.candidate
+    finally:
+        backends.close()
