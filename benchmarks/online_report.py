@@ -120,7 +120,7 @@ def markdown(results: dict) -> str:
         f"wall time {results['wall_s']:.0f} s",
     ]
     lines += [
-        f"run {r['id']} ({r['trigger']}, {r.get('gate_design') or 'no gate'}, trained on"
+        f"run {r['id']} ({r['trigger']}, {r['gate_design'] or 'no gate'}, trained on"
         f" {r['train_samples']}, scored {r['validation_samples']}): "
         f"{r['state']} after {r['trigger_to_finish_s']} s, served after "
         f"{r['trigger_to_served_s']} s"
@@ -140,7 +140,7 @@ def markdown(results: dict) -> str:
     )
     lines += [
         f"  run {w['id']}: {w['candidate_accuracy']:.1%} vs {w['current_accuracy']:.1%} on "
-        f"{w['validation_samples']} scored texts ({w.get('gate_design')}),"
+        f"{w['validation_samples']} scored texts ({w['gate_design']}),"
         f" bound {w['gate_lower_bound']}"
         for w in worse
     ]

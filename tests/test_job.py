@@ -19,19 +19,28 @@ from training.store import NewSample, PredictionRecord
 from training.trainer import TrainConfig
 
 
+@contextlib.contextmanager
+def tiny_training_job(tmp_path, model_dir, labels=(), **overrides):
+    """A TrainingJob on the tiny model, its store and registry closed afterwards."""
+    settings = tiny_job_settings(tmp_path, model_dir, labels, **overrides)
+    backends = open_backends(settings)
+    try:
+        yield TrainingJob(backends, settings)
+    finally:
+        backends.close()
+
+
 @pytest.fixture
 def job(tmp_path, tiny_model_dir):
-    settings = tiny_job_settings(
+    with tiny_training_job(
         tmp_path,
         tiny_model_dir,
         validation_percent=30,
         keep_adapters=3,
         train_min_new_samples=20,
         min_validation_samples=10,
-    )
-    backends = open_backends(settings)
-    yield TrainingJob(backends, settings)
-    backends.close()
+    ) as job:
+        yield job
 
 
 def add(job: TrainingJob, samples) -> None:
@@ -213,11 +222,8 @@ def test_on_a_two_label_task_the_first_promotion_comes_early_and_only_on_evidenc
     out-of-fold answers of every correction; the first promotion comes as soon as the
     recipe's evidence clears the non-inferiority bound, never on a presumption."""
     labels = TOY_LABELS[:2]
-    settings = tiny_job_settings(tmp_path, tiny_model_dir, labels)
     samples = [(text, label) for text, label in toy_samples(300) if label in labels]
-    backends = open_backends(settings)
-    job = TrainingJob(backends, settings)
-    try:
+    with tiny_training_job(tmp_path, tiny_model_dir, labels) as job:
         promoted_at, runs_at = None, []
         for count, sample in enumerate(samples[:80], start=1):
             add(job, [sample])
@@ -226,7 +232,7 @@ def test_on_a_two_label_task_the_first_promotion_comes_early_and_only_on_evidenc
                 if job.run("samples").state == "promoted":
                     promoted_at = count
                     break
-        assert runs_at[0] == settings.train_first_samples == 10
+        assert runs_at[0] == job.settings.train_first_samples == 10
         assert promoted_at is not None and promoted_at <= 40, [r.reason for r in job.store.runs()]
         for run in job.store.runs():
             gate = run.report.get("gate")
@@ -234,8 +240,6 @@ def test_on_a_two_label_task_the_first_promotion_comes_early_and_only_on_evidenc
                 assert gate["evidence"]["design"] == "cross-validation"
                 assert gate["validation_samples"] == run.validation_samples
                 assert (run.state == "promoted") == (gate["lower_bound"] >= -0.02), run.reason
-    finally:
-        backends.close()
 
 
 def test_the_early_holdout_only_shrinks_so_no_gate_scores_a_text_an_adapter_trained_on():
@@ -265,20 +269,20 @@ def _serve(job: TrainingJob, texts: list[str]) -> None:
 def test_self_training_learns_uncorrected_served_texts_never_the_held_out_ones(
     tmp_path, tiny_model_dir
 ):
-    settings = tiny_job_settings(
-        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10,
+    with tiny_training_job(
+        tmp_path,
+        tiny_model_dir,
+        validation_percent=30,
+        min_validation_samples=10,
         self_training_threshold=0.5,
-    )  # fmt: skip
-    backends = open_backends(settings)
-    job = TrainingJob(backends, settings)
-    try:
+    ) as job:
         samples = toy_samples(400)
         corrected, served = samples[:240], [text for text, _ in samples[240:]]
         add(job, corrected)
         _serve(job, served + [corrected[0][0]])  # one served text was corrected since
         run = job.run("manual")
         report = run.report["self_training"]
-        percent = holdout_percent(job.store.max_sample_id(), settings.validation_percent)
+        percent = holdout_percent(job.store.max_sample_id(), job.settings.validation_percent)
         outside = [t for t in served if split_for(text_key(t), percent) == "train"]
         # Every uncorrected text outside the gate's share was looked at, and no other.
         assert 0 < report["pool"] == len(outside) < len(served)
@@ -292,8 +296,6 @@ def test_self_training_learns_uncorrected_served_texts_never_the_held_out_ones(
         assert manifest["metrics"]["train_samples"] == run.train_samples  # corrections only
         # The gate still decided on held-out corrections only.
         assert run.report["gate"]["candidate_accuracy"] >= 0.85
-    finally:
-        backends.close()
 
 
 def test_pseudo_labels_skip_held_out_texts_and_keep_only_confident_ones(tiny_model_dir):
@@ -337,13 +339,14 @@ def test_a_gpu_run_sets_its_memory_share_on_an_indexed_device(job, monkeypatch):
 
 
 def test_each_self_training_round_s_student_teaches_the_next(tmp_path, tiny_model_dir, monkeypatch):
-    settings = tiny_job_settings(
-        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10,
-        self_training_threshold=0.5, self_training_rounds=2,
-    )  # fmt: skip
-    backends = open_backends(settings)
-    job = TrainingJob(backends, settings)
-    try:
+    with tiny_training_job(
+        tmp_path,
+        tiny_model_dir,
+        validation_percent=30,
+        min_validation_samples=10,
+        self_training_threshold=0.5,
+        self_training_rounds=2,
+    ) as job:
         samples = toy_samples(400)
         add(job, samples[:240])
         _serve(job, [text for text, _ in samples[240:]])
@@ -359,8 +362,6 @@ def test_each_self_training_round_s_student_teaches_the_next(tmp_path, tiny_mode
         assert teachers[0] is not teachers[1] and report["pseudo_labeled"] > 0
         assert report["teacher_seconds"] > 0
         assert run.state == "promoted", run.reason
-    finally:
-        backends.close()
 
 
 def test_self_training_waits_for_a_teacher_that_beat_current_out_of_fold(tmp_path, tiny_model_dir):
@@ -368,13 +369,15 @@ def test_self_training_waits_for_a_teacher_that_beat_current_out_of_fold(tmp_pat
     beat the model in service (bound above 0); a candidate promoted as merely not worse
     (the bound and the test turned off here, so the second run is promoted on more
     data) learns from the corrections alone."""
-    settings = tiny_job_settings(
-        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10,
-        self_training_threshold=0.5, gate_noninferiority_margin=1.0, gate_alpha=1e-9,
-    )  # fmt: skip
-    backends = open_backends(settings)
-    job = TrainingJob(backends, settings)
-    try:
+    with tiny_training_job(
+        tmp_path,
+        tiny_model_dir,
+        validation_percent=30,
+        min_validation_samples=10,
+        self_training_threshold=0.5,
+        gate_noninferiority_margin=1.0,
+        gate_alpha=1e-9,
+    ) as job:
         samples = toy_samples(400)
         add(job, samples[:240])
         _serve(job, [text for text, _ in samples[300:]])
@@ -389,8 +392,6 @@ def test_self_training_waits_for_a_teacher_that_beat_current_out_of_fold(tmp_pat
         assert gate["lower_bound"] <= 0, second.reason
         assert second.report["self_training"]["pseudo_labeled"] == 0
         assert "did not beat current" in second.report["self_training"]["skipped"]
-    finally:
-        backends.close()
 
 
 def test_on_small_evidence_a_candidate_worse_on_the_point_estimate_is_not_promoted(
@@ -399,10 +400,7 @@ def test_on_small_evidence_a_candidate_worse_on_the_point_estimate_is_not_promot
     """A good adapter in service, then a run whose recipe is broken (a learning rate that
     wrecks the head): judged out of fold on the few texts current never learned from, it
     scores below current, and current stays."""
-    settings = tiny_job_settings(tmp_path, tiny_model_dir, validation_percent=5)
-    backends = open_backends(settings)
-    job = TrainingJob(backends, settings)
-    try:
+    with tiny_training_job(tmp_path, tiny_model_dir, validation_percent=5) as job:
         samples = toy_samples(260, seed=3)
         add(job, samples[:240])
         good = job.run("manual")
@@ -419,5 +417,3 @@ def test_on_small_evidence_a_candidate_worse_on_the_point_estimate_is_not_promot
         assert gate["candidate_accuracy"] < gate["current_accuracy"], bad.reason
         assert bad.state == "rejected" and bad.candidate is None
         assert job.registry.current() == good.candidate
-    finally:
-        backends.close()

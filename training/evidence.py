@@ -28,7 +28,7 @@ out of the comparison (its answers on it would flatter it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from training.split import holdout_percent, split_for, text_key
 
@@ -43,8 +43,8 @@ class Correction:
     text: str
     label: str
     split: str  # the store's split: "train" or "validation" (never trained on)
-    key: str = ""
-    first_id: int = 0  # the text's first correction (a relabelled text keeps it)
+    key: str  # training.split.text_key of the text
+    first_id: int  # the text's first correction (a relabelled text keeps it)
 
     @classmethod
     def of(cls, sample, first: dict[str, int]) -> Correction:
@@ -67,7 +67,7 @@ class Seen:
         """Whether the adapter learned from this text, under this label or an older one
         (its answers on a text it learned are no evidence, whichever label it learned)."""
         return (
-            (sample.first_id or sample.id) <= self.cursor
+            sample.first_id <= self.cursor
             and sample.split == "train"
             and split_for(sample.key, self.percent) == "train"
         )
@@ -99,8 +99,9 @@ class Plan:
     design: str  # HOLDOUT or CROSS_VALIDATION
     train: list[Correction]
     scored: list[Correction]  # texts both models answer for the gate (unseen by current)
-    all: list[Correction] = field(default_factory=list)  # the folds' material
-    percent: float = 0.0  # the holdout share the candidate was trained without
+    all: list[Correction]  # every correction of the run: the folds' material
+    percent: float  # the holdout share the candidate was trained without
+    current: Seen | None  # what the model in service learned from (None: zero-shot)
 
     def seen(self, cursor: int) -> Seen:
         return Seen(cursor, self.percent)
@@ -125,9 +126,9 @@ def plan(
     use_cv = folds >= 2 and len(scored) < cv_below and len(corrections) <= cv_max_samples
     if not use_cv:
         train = [c for c in corrections if c.id not in held]
-        return Plan(HOLDOUT, train, scored, percent=percent)
+        return Plan(HOLDOUT, train, scored, list(corrections), percent, current)
     train = [c for c in corrections if c.split == "train"]
-    return Plan(CROSS_VALIDATION, train, unseen, list(corrections), percent=floor_percent)
+    return Plan(CROSS_VALIDATION, train, unseen, list(corrections), floor_percent, current)
 
 
 def fold_of(key: str, folds: int) -> int:

@@ -169,9 +169,9 @@ class TrainingJob:
             warm = warm_model(settings, self.registry, labels, None, device)  # fresh
         start = warm.warm_start
         restart = lambda: warm_model(settings, self.registry, labels, start, device)  # noqa: E731
-        folds, teacher_earned = None, True
+        gate, teacher_earned = None, True
         if plan.design == CROSS_VALIDATION:  # the recipe's out-of-fold answers first
-            gate, folds = self._cross_validate(plan, names, current, restart)
+            gate = self._cross_validate(plan, names, current, restart)
             if not gate.promote:  # no final training for a recipe that did not pass
                 return RunState.REJECTED, gate.reason, None, {"gate": gate.as_dict()}
             teacher_earned = gate.lower_bound > 0  # self-training needs a proven teacher
@@ -179,7 +179,7 @@ class TrainingJob:
         warm, result, pseudo = self._train(
             warm, names, train_texts, train_labels, cursor, restart, teacher_earned
         )
-        if folds is None:
+        if gate is None:  # a holdout: the candidate itself answers
             candidate = Answers(hits(warm.predictor, texts, gold), len(plan.train))
             gate = decide(current, candidate, self._rule(), {"design": plan.design})
         report = {
@@ -194,12 +194,12 @@ class TrainingJob:
         if not gate.promote:
             return RunState.REJECTED, gate.reason, None, report
         report["data_cursor"] = cursor
-        seen = plan.seen(cursor).and_parent(self._seen(warm.warm_start))
+        seen = plan.seen(cursor).and_parent(plan.current if warm.warm_start else None)
         version = self._publish(warm, names, parent, report, train_labels, seen)
         return RunState.PROMOTED, gate.reason, version, report
 
     def _cross_validate(self, plan: Plan, names, current: Answers, restart):
-        """The gate on the recipe's out-of-fold answers: (GateReport, fold reports)."""
+        """The gate on the recipe's out-of-fold answers."""
         config, k = self.settings.train, self.settings.gate_folds
 
         def fit_and_answer(texts, labels, judged, gold):
@@ -211,7 +211,7 @@ class TrainingJob:
         answers, folds = evidence.cross_validate(plan, k, fit_and_answer)
         candidate = Answers([answers[c.id] for c in plan.scored], len(plan.train))
         record = {"design": plan.design, "folds": folds, "k": k}
-        return decide(current, candidate, self._rule(), record), folds
+        return decide(current, candidate, self._rule(), record)
 
     def _train(self, warm: WarmModel, names, texts, labels, cursor: int, restart, teach=True):
         """Train `warm` on the corrections; with self-training (and `teach`), that model
@@ -232,7 +232,7 @@ class TrainingJob:
             pseudo, warm = found, restart()
             model, tokenizer = warm.predictor.model, warm.predictor.tokenizer
             result = Trainer(model, tokenizer, names, config).train(
-                list(texts) + pseudo.texts, list(labels) + pseudo.labels
+                texts + pseudo.texts, labels + pseudo.labels
             )
         return warm, result, pseudo
 

@@ -119,11 +119,11 @@ class Answers:
 class Rule:
     """The gate's settings (JobSettings: gate_alpha, promotion_margin, and so on)."""
 
-    alpha: float = 0.25
-    margin: float = 0.0
-    min_samples: int = 8
-    noninferiority: float = 0.02
-    confidence: float = 0.95
+    alpha: float
+    margin: float
+    min_samples: int
+    noninferiority: float
+    confidence: float
 
 
 def decide(current: Answers, candidate: Answers, rule: Rule, evidence: dict | None = None):
