@@ -120,7 +120,8 @@ def markdown(results: dict) -> str:
         f"wall time {results['wall_s']:.0f} s",
     ]
     lines += [
-        f"run {r['id']} ({r['trigger']}, {r['gate_design'] or 'no gate'}, trained on"
+        f"run {r['id']} ({r['trigger']}, {r['gate_design'] or 'no gate'},"
+        f" recipe {r.get('recipe') or '-'}, trained on"
         f" {r['train_samples']}, scored {r['validation_samples']}): "
         f"{r['state']} after {r['trigger_to_finish_s']} s, served after "
         f"{r['trigger_to_served_s']} s"

@@ -150,6 +150,8 @@ def run_record(run, served_since: dict[str, float]) -> dict:
         "candidate_accuracy": gate.get("candidate_accuracy"),
         "gate_lower_bound": gate.get("lower_bound"),  # candidate - current, where recorded
         "gate_design": (gate.get("evidence") or {}).get("design"),  # cross-validation/holdout
+        "recipe": run.report.get("recipe"),  # lora or head (training.recipes)
+        "recipes": (gate.get("evidence") or {}).get("recipes"),  # each one's out-of-fold verdict
         "candidate": run.candidate,
         "started_at": run.started_at,
         "trigger_to_finish_s": round(finished - run.started_at, 1),

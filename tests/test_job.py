@@ -17,6 +17,8 @@ from training.locks import Held, LeaseLost, TrainingBusy
 from training.split import holdout_percent, split_for, text_key
 from training.store import NewSample, PredictionRecord
 from training.trainer import TrainConfig
+from training.validation import accuracy
+from training.warm_start import warm_model
 
 
 @contextlib.contextmanager
@@ -417,3 +419,38 @@ def test_on_small_evidence_a_candidate_worse_on_the_point_estimate_is_not_promot
         assert gate["candidate_accuracy"] < gate["current_accuracy"], bad.reason
         assert bad.state == "rejected" and bad.candidate is None
         assert job.registry.current() == good.candidate
+
+
+def test_where_lora_learns_nothing_the_head_recipe_is_chosen_and_served(tmp_path, tiny_model_dir):
+    """Both recipes are cross-validated on the same folds; with LoRA and the head frozen in
+    the LoRA recipe (learning rates of zero, no head fit), its folds answer as the start
+    does, and the head kept close to its start wins. The adapter published is that head
+    on the encoder as it was, and it answers as the run's recipe said."""
+    frozen = TINY_TRAIN.model_copy(
+        update={"head_fit_steps": 0, "learning_rate": 1e-9, "head_learning_rate": 0.0}
+    )
+    with tiny_training_job(
+        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10
+    ) as job:
+        job.settings = job.settings.model_copy(update={"train": frozen})
+        add(job, toy_samples(240))
+        run = job.run("manual")
+        assert run.state == "promoted", run.reason
+        assert run.report["recipe"] == "head"
+        recipes = run.report["gate"]["evidence"]["recipes"]
+        assert set(recipes) == {"head", "lora"}
+        head, lora = recipes["head"], recipes["lora"]
+        assert head["candidate_accuracy"] > lora["candidate_accuracy"] + 0.1
+        assert lora["only_candidate_right"] == lora["only_current_right"] == 0  # the start
+        # Holm: the first recipe to pass did so at 97.5%.
+        assert head["promote"] and head["confidence"] == 0.975
+        assert run.report["train"]["steps"] == 0
+        assert run.report["train"]["stopped_by"].startswith("head prior")
+        assert "head recipe" in run.report["self_training"]["skipped"]
+        manifest = job.registry.get(run.candidate).manifest
+        assert manifest["gate"]["evidence"]["recipe"] == "head"
+        # The served adapter is better than the zero-shot start on the corrections.
+        served = warm_model(job.settings, job.registry, job.labels(), run.candidate, "cpu")
+        texts, labels = zip(*toy_samples(240))
+        zero = warm_model(job.settings, job.registry, job.labels(), None, "cpu")
+        assert accuracy(served.predictor, texts, labels) > accuracy(zero.predictor, texts, labels)

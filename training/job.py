@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from training import evidence, threads
+from training import evidence, recipes, threads
 from training.adapters import save_adapter
 from training.backends import Backends
 from training.evidence import CROSS_VALIDATION, Correction, Plan, Seen
@@ -25,6 +25,7 @@ from training.labels import Label
 from training.locks import Held
 from training.manifest import adapter_manifest
 from training.predictor import Predictor, resolve_device
+from training.recipes import HEAD, LORA
 from training.registry import BASE
 from training.schedule import due, pending_samples
 from training.self_training import PseudoLabels, open_texts, pseudo_label
@@ -169,49 +170,48 @@ class TrainingJob:
             warm = warm_model(settings, self.registry, labels, None, device)  # fresh
         start = warm.warm_start
         restart = lambda: warm_model(settings, self.registry, labels, start, device)  # noqa: E731
-        gate, teacher_earned = None, True
-        if plan.design == CROSS_VALIDATION:  # the recipe's out-of-fold answers first
-            gate = self._cross_validate(plan, names, current, restart)
-            if not gate.promote:  # no final training for a recipe that did not pass
+        gate, recipe, teacher_earned = None, LORA, True
+        if plan.design == CROSS_VALIDATION:  # the recipes' out-of-fold answers first
+            rule, k = self._rule(), settings.gate_folds
+            choice = recipes.choose(
+                plan, names, current, rule, settings.train, k, warm.predictor, restart
+            )
+            gate, recipe = choice.gate, choice.recipe
+            if recipe is None:  # no final training for recipes that did not pass
                 return RunState.REJECTED, gate.reason, None, {"gate": gate.as_dict()}
-            teacher_earned = gate.lower_bound > 0  # self-training needs a proven teacher
+            teacher_earned = recipe == LORA and gate.lower_bound > 0  # a proven teacher
         train_texts, train_labels = [c.text for c in plan.train], [c.label for c in plan.train]
-        warm, result, pseudo = self._train(
-            warm, names, train_texts, train_labels, cursor, restart, teacher_earned
-        )
+        if recipe == HEAD:
+            balance = settings.train.class_balance
+            result = recipes.fit_head(warm.predictor, names, train_texts, train_labels, balance)
+            pseudo = PseudoLabels()
+        else:
+            warm, result, pseudo = self._train(
+                warm, names, train_texts, train_labels, cursor, restart, teacher_earned
+            )
         if gate is None:  # a holdout: the candidate itself answers
             candidate = Answers(hits(warm.predictor, texts, gold), len(plan.train))
             gate = decide(current, candidate, self._rule(), {"design": plan.design})
         report = {
             "gate": gate.as_dict(),
             "train": vars(result),
+            "recipe": recipe,
             "warm_start": warm.warm_start,
             "device": str(device),
             "self_training": pseudo.report(settings.self_training_threshold),
         }
         if not teacher_earned:
-            report["self_training"]["skipped"] = "the teacher did not beat current out of fold"
+            report["self_training"]["skipped"] = (
+                "the head recipe learns from the corrections only"
+                if recipe == HEAD
+                else "the teacher did not beat current out of fold"
+            )
         if not gate.promote:
             return RunState.REJECTED, gate.reason, None, report
         report["data_cursor"] = cursor
         seen = plan.seen(cursor).and_parent(plan.current if warm.warm_start else None)
         version = self._publish(warm, names, parent, report, train_labels, seen)
         return RunState.PROMOTED, gate.reason, version, report
-
-    def _cross_validate(self, plan: Plan, names, current: Answers, restart):
-        """The gate on the recipe's out-of-fold answers."""
-        config, k = self.settings.train, self.settings.gate_folds
-
-        def fit_and_answer(texts, labels, judged, gold):
-            fold = restart()
-            model, tokenizer = fold.predictor.model, fold.predictor.tokenizer
-            Trainer(model, tokenizer, names, config).train(texts, labels)
-            return hits(fold.predictor, judged, gold)
-
-        answers, folds = evidence.cross_validate(plan, k, fit_and_answer)
-        candidate = Answers([answers[c.id] for c in plan.scored], len(plan.train))
-        record = {"design": plan.design, "folds": folds, "k": k}
-        return decide(current, candidate, self._rule(), record)
 
     def _train(self, warm: WarmModel, names, texts, labels, cursor: int, restart, teach=True):
         """Train `warm` on the corrections; with self-training (and `teach`), that model

@@ -164,7 +164,7 @@ def _verdict(samples, losses, wins, p, bound, current, candidate, rule: Rule):
     score = (
         f"candidate {sum(candidate.hits)}/{samples} vs current {sum(current.hits)}/{samples}"
         f" ({wins} texts only the candidate gets right, {losses} only current; p_worse={p:.3g},"
-        f" difference >= {bound:+.4f} at {rule.confidence:.0%})"
+        f" difference >= {bound:+.4f} at {rule.confidence * 100:g}%)"
     )
     if p < rule.alpha:
         worse = f"the evidence says the candidate is worse (p_worse < {rule.alpha:g})"
