@@ -116,10 +116,11 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--margin", type=float, default=0.02)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     add_variant_arguments(parser)
     args = parser.parse_args()
     args.quick, args.every, args.stream_per_class = False, None, None
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         runs.append(run(args, seed))
