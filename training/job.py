@@ -2,8 +2,10 @@
 
 load feedback -> plan the evidence (training.evidence: cross-validation while corrections
 are few, a holdout later) -> score CURRENT on texts it never learned from -> train
-(continuing CURRENT while corrections are few, from the base model once they are not)
--> the gate (training.validation) -> publish + activate (or reject) -> record the run.
+(continuing CURRENT while corrections are few, from the base model once they are not;
+with cross-validation the recipe, LoRA or the head kept near its start, is chosen by
+training.recipes) -> the gate (training.validation) -> publish + activate (or reject)
+-> record the run.
 One run at a time per store (the backends' run lock, released if the process dies); a
 run that died midway is marked failed by the next one, and the registry's staging/publish
 keeps it consistent.
