@@ -20,6 +20,9 @@ from training.trainer import TrainConfig
 from training.validation import accuracy
 from training.warm_start import warm_model
 
+# A gate that judges 240 toy corrections at 30% held out and needs 10 texts to promote.
+SMALL = {"validation_percent": 30, "min_validation_samples": 10}
+
 
 @contextlib.contextmanager
 def tiny_training_job(tmp_path, model_dir, labels=(), **overrides):
@@ -37,10 +40,9 @@ def job(tmp_path, tiny_model_dir):
     with tiny_training_job(
         tmp_path,
         tiny_model_dir,
-        validation_percent=30,
+        **SMALL,
         keep_adapters=3,
         train_min_new_samples=20,
-        min_validation_samples=10,
     ) as job:
         yield job
 
@@ -274,8 +276,7 @@ def test_self_training_learns_uncorrected_served_texts_never_the_held_out_ones(
     with tiny_training_job(
         tmp_path,
         tiny_model_dir,
-        validation_percent=30,
-        min_validation_samples=10,
+        **SMALL,
         self_training_threshold=0.5,
     ) as job:
         samples = toy_samples(400)
@@ -344,8 +345,7 @@ def test_each_self_training_round_s_student_teaches_the_next(tmp_path, tiny_mode
     with tiny_training_job(
         tmp_path,
         tiny_model_dir,
-        validation_percent=30,
-        min_validation_samples=10,
+        **SMALL,
         self_training_threshold=0.5,
         self_training_rounds=2,
     ) as job:
@@ -374,8 +374,7 @@ def test_self_training_waits_for_a_teacher_that_beat_current_out_of_fold(tmp_pat
     with tiny_training_job(
         tmp_path,
         tiny_model_dir,
-        validation_percent=30,
-        min_validation_samples=10,
+        **SMALL,
         self_training_threshold=0.5,
         gate_noninferiority_margin=1.0,
         gate_alpha=1e-9,
@@ -429,9 +428,7 @@ def test_where_lora_learns_nothing_the_head_recipe_is_chosen_and_served(tmp_path
     frozen = TINY_TRAIN.model_copy(
         update={"head_fit_steps": 0, "learning_rate": 1e-9, "head_learning_rate": 0.0}
     )
-    with tiny_training_job(
-        tmp_path, tiny_model_dir, validation_percent=30, min_validation_samples=10
-    ) as job:
+    with tiny_training_job(tmp_path, tiny_model_dir, **SMALL) as job:
         job.settings = job.settings.model_copy(update={"train": frozen})
         add(job, toy_samples(240))
         run = job.run("manual")

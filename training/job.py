@@ -183,9 +183,8 @@ class TrainingJob:
                 return RunState.REJECTED, gate.reason, None, {"gate": gate.as_dict()}
             teacher_earned = recipe == LORA and gate.lower_bound > 0  # a proven teacher
         train_texts, train_labels = [c.text for c in plan.train], [c.label for c in plan.train]
-        if recipe == HEAD:
-            balance = settings.train.class_balance
-            result = recipes.fit_head(warm.predictor, names, train_texts, train_labels, balance)
+        if recipe == HEAD:  # on the embeddings the folds used: `warm` is their start
+            result = choice.head.train(warm.predictor.model, train_texts, train_labels)
             pseudo = PseudoLabels()
         else:
             warm, result, pseudo = self._train(

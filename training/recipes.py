@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from training import evidence, head_prior
 from training.evidence import Plan
 from training.predictor import Predictor
-from training.trainer import Trainer, TrainResult, class_weights
+from training.trainer import Trainer, TrainResult, targets_and_weights
 from training.validation import Answers, GateReport, Rule, decide, hits
 
 LORA, HEAD = "lora", "head"
@@ -37,60 +37,52 @@ LORA, HEAD = "lora", "head"
 
 @dataclass
 class Choice:
-    """The recipe to train (None: none passed) and the gate report that says so."""
+    """The recipe to train (None: none passed), the gate report that says so, and the
+    head recipe with the corrections' embeddings (reused if it is the one trained)."""
 
     recipe: str | None
     gate: GateReport
+    head: HeadRecipe
 
 
-def start_head(predictor: Predictor) -> head_prior.Head:
-    head = predictor.model.head
-    return head_prior.Head(head.weight.detach().float().clone(), head.bias.detach().float().clone())
+class HeadRecipe:
+    """The `head` recipe on one run's corrections: each text embedded once by the start
+    model (its encoder is not trained), for the folds' fits and the final one alike."""
 
+    def __init__(self, start: Predictor, texts: Sequence[str], names, balance: bool):
+        head = start.model.head
+        self.prior = head_prior.Head(head.weight.detach().float().clone(),
+                                     head.bias.detach().float().clone())  # fmt: skip
+        self.scale, self.names, self.balance = head.scale, list(names), balance
+        self.row = {text: i for i, text in enumerate(texts)}
+        self.embeddings = start.embeddings(texts).clone()
 
-def targets_and_weights(labels: Sequence[str], names: Sequence[str], balance: bool):
-    index = {name: i for i, name in enumerate(names)}
-    targets = torch.tensor([index[label] for label in labels])
-    return targets, class_weights(targets.tolist(), len(names)) if balance else None
+    def _fit(self, texts, labels):
+        """(head, chosen strength, the texts' embeddings, targets, weights)."""
+        targets, weights = targets_and_weights(labels, self.names, self.balance)
+        rows = self.embeddings[[self.row[t] for t in texts]]
+        head, strength = head_prior.fit_chosen(self.prior, rows, targets, weights, self.scale)
+        return head, strength, rows, targets, weights
 
+    def fit_and_answer(self, texts, labels, judged, gold) -> list[bool]:
+        """One fold (training.evidence.FitAndAnswer)."""
+        head = self._fit(texts, labels)[0]
+        answers = head.logits(self.embeddings[[self.row[t] for t in judged]]).argmax(-1)
+        return [self.names[a] == label for a, label in zip(answers.tolist(), gold)]
 
-def fit_head(predictor: Predictor, names, texts, labels, balance: bool) -> TrainResult:
-    """The `head` recipe on `predictor`'s model, in place."""
-    started = time.perf_counter()
-    targets, weights = targets_and_weights(labels, names, balance)
-    embeddings = predictor.embeddings(texts).clone()
-    model = predictor.model
-    head, strength = head_prior.fit_chosen(
-        start_head(predictor), embeddings, targets, weights, model.head.scale
-    )
-    with torch.no_grad():
-        model.head.weight.copy_(head.weight.to(model.head.weight.dtype))
-        model.head.bias.copy_(head.bias.to(model.head.bias.dtype))
-    loss = F.cross_entropy(head.logits(embeddings), targets, weight=weights).item()
-    seconds = time.perf_counter() - started
-    return TrainResult(
-        steps=0, epochs=0.0, samples_seen=len(texts), seconds=seconds,
-        head_fit_seconds=seconds, final_loss=loss, stopped_by=f"head prior {strength:g}",
-    )  # fmt: skip
-
-
-def head_answers(start: Predictor, plan: Plan, names, k: int, balance: bool):
-    """The `head` recipe's out-of-fold answers: every correction embedded once by the
-    start model (its encoder is not trained), then k fits of the head."""
-    texts = [c.text for c in plan.all]
-    row = {text: i for i, text in enumerate(texts)}
-    embeddings = start.embeddings(texts).clone()
-    prior = start_head(start)
-    scale = start.model.head.scale
-
-    def fit_and_answer(train_texts, train_labels, judged, gold):
-        targets, weights = targets_and_weights(train_labels, names, balance)
-        rows = embeddings[[row[t] for t in train_texts]]
-        head, _ = head_prior.fit_chosen(prior, rows, targets, weights, scale)
-        answers = head.logits(embeddings[[row[t] for t in judged]]).argmax(-1).tolist()
-        return [names[a] == label for a, label in zip(answers, gold)]
-
-    return evidence.cross_validate(plan, k, fit_and_answer)
+    def train(self, model, texts, labels) -> TrainResult:
+        """The recipe on `model` (the start it was built from), in place."""
+        started = time.perf_counter()
+        head, strength, rows, targets, weights = self._fit(texts, labels)
+        with torch.no_grad():
+            model.head.weight.copy_(head.weight.to(model.head.weight.dtype))
+            model.head.bias.copy_(head.bias.to(model.head.bias.dtype))
+        loss = F.cross_entropy(head.logits(rows), targets, weight=weights).item()
+        seconds = time.perf_counter() - started
+        return TrainResult(
+            steps=0, epochs=0.0, samples_seen=len(texts), seconds=seconds,
+            head_fit_seconds=seconds, final_loss=loss, stopped_by=f"head prior {strength:g}",
+        )  # fmt: skip
 
 
 def lora_answers(plan: Plan, names, k: int, config, restart: Callable):
@@ -122,8 +114,9 @@ def choose(
 ) -> Choice:  # fmt: skip
     """Cross-validate both recipes from `start` (which they leave as it is; `restart()`
     makes a copy of it to train) against the model in service, and pick one (or none)."""
+    head = HeadRecipe(start, [c.text for c in plan.all], names, config.class_balance)
     answers = {
-        HEAD: head_answers(start, plan, names, k, config.class_balance),
+        HEAD: evidence.cross_validate(plan, k, head.fit_and_answer),
         LORA: lora_answers(plan, names, k, config, restart),
     }
 
@@ -142,7 +135,7 @@ def choose(
     gate = reports[recipe]
     others = {r: _summary(reports[r]) for r in reports}
     gate = dataclasses.replace(gate, evidence={**gate.evidence, "recipes": others})
-    return Choice(recipe if passed else None, gate)
+    return Choice(recipe if passed else None, gate, head)
 
 
 def _summary(report: GateReport) -> dict:

@@ -117,6 +117,13 @@ def class_weights(targets: Sequence[int], num_labels: int) -> torch.Tensor:
     return weights
 
 
+def targets_and_weights(labels: Sequence[str], names: Sequence[str], balance: bool):
+    """Label indices into `names`, and `class_weights` if `balance` (else None)."""
+    index = {name: i for i, name in enumerate(names)}
+    targets = torch.tensor([index[label] for label in labels])
+    return targets, class_weights(targets.tolist(), len(names)) if balance else None
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of similar-length samples: little padding, still random order.
 
@@ -185,10 +192,8 @@ class Trainer:
         """Head fit on frozen embeddings, then LoRA + head within the step/epoch/time budget."""
         config = self.config
         torch.manual_seed(config.seed)
-        index = {name: i for i, name in enumerate(self.label_names)}
-        targets = torch.tensor([index[label] for label in labels])
-        weights = class_weights(targets.tolist(), len(self.label_names)).to(self.device)
-        weights = weights if config.class_balance else None
+        targets, weights = targets_and_weights(labels, self.label_names, config.class_balance)
+        weights = weights.to(self.device) if weights is not None else None
         started = time.perf_counter()
         if config.head_fit_steps:
             embeddings = self._predictor().embeddings(texts)
